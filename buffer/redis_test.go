@@ -1,0 +1,100 @@
+package buffer_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontext/chatbuf/buffer"
+	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/internal/redistest"
+)
+
+func TestRedisKeysHaveTTLOrBound(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	s := buffer.NewRedis(rdb, buffer.Config{})
+	now := time.Now()
+	fill(t, s, alice, 1, 5, now)
+	if _, err := s.Claim(ctx, alice, 1, buffer.Want{Max: 3, Min: 3, Reason: chat.TriggerSize}); err != nil {
+		t.Fatalf("Claim: %v", err)
+	}
+	keys, err := rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatalf("KEYS: %v", err)
+	}
+	k := chat.NewKeys("")
+	want := map[string]bool{k.Buffer(alice): true, k.Inflight(alice): true, k.Meta(alice): true, k.Dedupe(alice): true, k.Due(): true}
+	for _, key := range keys {
+		if !want[key] {
+			t.Errorf("unexpected key %q", key)
+			continue
+		}
+		delete(want, key)
+		ttl := rdb.PTTL(ctx, key).Val()
+		if key == k.Due() {
+			continue // bounded: one member per conversation with pending messages
+		}
+		if ttl <= 0 {
+			t.Errorf("key %q has no TTL (PTTL %v)", key, ttl)
+		}
+	}
+	for key := range want {
+		t.Errorf("key %q missing", key)
+	}
+}
+
+func TestRedisScriptCacheLoss(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	s := buffer.NewRedis(rdb, buffer.Config{})
+	fill(t, s, alice, 1, 2, time.Now())
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatalf("SCRIPT FLUSH: %v", err)
+	}
+	got := mustAppend(t, s, item(alice, 3, "", time.Now()), item(bob, 4, "", time.Now()))
+	if got[0].Len != 3 || got[1].Len != 1 || got[0].Dup || got[1].Dup {
+		t.Errorf("AppendBatch after SCRIPT FLUSH = %+v; want lengths 3 and 1", got)
+	}
+}
+
+func TestRedisRefusalIsPerConversation(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	s := buffer.NewRedis(rdb, buffer.Config{})
+	// A key of the wrong type where bob's buffer belongs.
+	if err := rdb.Set(ctx, chat.NewKeys("").Buffer(bob), "not a list", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.AppendBatch(ctx, []buffer.Item{item(alice, 1, "", time.Now()), item(bob, 2, "", time.Now()), item(alice, 3, "", time.Now())})
+	if err != nil {
+		t.Fatalf("AppendBatch: %v", err)
+	}
+	if res[0].Err != nil || res[2].Err != nil || res[2].Len != 2 {
+		t.Errorf("alice's items = %+v, %+v; want appended, length 2", res[0], res[2])
+	}
+	if res[1].Err == nil || !strings.Contains(res[1].Err.Error(), "WRONGTYPE") {
+		t.Errorf("bob's item error = %v, want WRONGTYPE", res[1].Err)
+	}
+}
+
+func TestRedisRestartKeepsBuffers(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	s := buffer.NewRedis(rdb, buffer.Config{})
+	fill(t, s, alice, 1, 4, time.Now())
+	srv.Shutdown()
+	if _, err := s.Len(ctx, alice); err == nil {
+		t.Fatal("Len with Redis down succeeded")
+	}
+	srv.Restart()
+	if n, err := s.Len(ctx, alice); err != nil || n != 4 {
+		t.Fatalf("Len after restart = %d, %v; want 4", n, err)
+	}
+	b, err := s.Claim(ctx, alice, 1, buffer.Want{Max: 10, Min: 1, Reason: chat.TriggerManual})
+	if err != nil || len(b.Records) != 4 {
+		t.Fatalf("Claim after restart = %d records, %v; want 4", len(b.Records), err)
+	}
+}

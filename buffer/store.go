@@ -1,0 +1,131 @@
+// Package buffer keeps each conversation's buffered messages and its
+// claimed, not yet published batch: in Redis (Redis) or in process memory
+// (Memory, for a single instance or while Redis is unreachable). Both give
+// the same guarantees, checked by one conformance suite.
+//
+// A message moves buffer -> in-flight -> gone: Append adds it, Claim moves up
+// to a batch of messages into the in-flight batch and gives the batch its
+// token, Commit deletes the in-flight batch once it was published. A flusher
+// that dies between Claim and Commit leaves the in-flight batch in place; the
+// next Claim returns that same batch, so it is published again under the same
+// id and nothing is lost.
+//
+// Claim and Commit take a fencing token from the conversation's flush lock.
+// The store remembers the highest token it has seen per conversation and
+// refuses a lower one (ErrFenced), so a flusher whose lock expired can no
+// longer change the conversation.
+package buffer
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/opencontext/chatbuf/chat"
+)
+
+// Defaults of Config.
+const (
+	DefaultTTL          = 24 * time.Hour
+	DefaultDedupeWindow = 24 * time.Hour
+)
+
+var (
+	// ErrFenced: a newer lock owner has claimed or committed since; the
+	// caller lost its lock.
+	ErrFenced = errors.New("buffer: fenced by a newer lock owner")
+	// ErrNoBatch: Commit of a batch that is not in flight (already committed).
+	ErrNoBatch = errors.New("buffer: no such batch in flight")
+)
+
+// Config tunes a Store. Zero values mean the defaults.
+type Config struct {
+	KeyPrefix    string           // Redis only; "" means chat.DefaultKeyPrefix
+	TTL          time.Duration    // buffer safety-net TTL, refreshed on every append
+	DedupeWindow time.Duration    // how long a dedupe key is remembered
+	Now          func() time.Time // the clock; time.Now when nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.TTL <= 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.DedupeWindow <= 0 {
+		c.DedupeWindow = DefaultDedupeWindow
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Item is one message to append.
+type Item struct {
+	Conv   chat.Conversation
+	Key    string // dedupe key (chat.Message.DedupeKey)
+	Record []byte // chat record (chat.NewRecord); its header holds the receive time
+}
+
+// Appended is the outcome of appending one Item.
+type Appended struct {
+	Dup bool  // the dedupe key was seen within the window: nothing appended
+	Len int64 // the buffer's length after the append
+	Err error // Redis refused this item's conversation (AppendBatch only)
+}
+
+// Want says what a Claim may take.
+type Want struct {
+	Max    int          // at most this many messages (> 0)
+	Min    int          // claim only if the buffer holds at least Min...
+	Before time.Time    // ...or its oldest message was received before Before (zero: no age rule)
+	Reason chat.Trigger // recorded with a new batch
+}
+
+// Batch is a claimed batch.
+type Batch struct {
+	Token   int64        // strictly increasing per conversation; the batch's fencing_token
+	Reason  chat.Trigger // the reason given when the batch was first claimed
+	Created time.Time    // when the batch was first claimed
+	Records [][]byte     // chat records, in buffer order
+	Resumed bool         // this batch was claimed before by a flusher that did not commit
+	After   uint64       // the sink position of the conversation's last committed batch (0: none known)
+}
+
+// Store is a set of conversation buffers.
+type Store interface {
+	// Append appends one message, unless its dedupe key was seen within the
+	// dedupe window.
+	Append(ctx context.Context, it Item) (Appended, error)
+	// AppendBatch appends many messages, of any conversations, in one round
+	// trip, in order. An error that concerns one conversation only (Redis
+	// refused its script) is reported in that conversation's items' Err; the
+	// call's error means the whole batch is in doubt, and appending it again
+	// is safe (what was appended is deduplicated).
+	AppendBatch(ctx context.Context, items []Item) ([]Appended, error)
+	// Claim returns the conversation's in-flight batch if there is one, or
+	// else moves up to w.Max messages into a new in-flight batch when w
+	// allows. It returns a zero Batch (Token 0) when there is nothing to
+	// claim, and ErrFenced when a higher fence was seen.
+	Claim(ctx context.Context, c chat.Conversation, fence int64, w Want) (Batch, error)
+	// Commit deletes the in-flight batch with the given token, records pos
+	// as the sink position of the conversation's last batch, and returns the
+	// buffer's remaining length. ErrFenced when fence is not the highest
+	// seen; ErrNoBatch when that batch is not in flight.
+	Commit(ctx context.Context, c chat.Conversation, fence, token int64, pos uint64) (int64, error)
+	// Due returns up to limit conversations whose oldest buffered or
+	// in-flight message was received before t, oldest first.
+	Due(ctx context.Context, before time.Time, limit int) ([]chat.Conversation, error)
+	// Oldest returns the receive time of the oldest buffered or in-flight
+	// message of all conversations; ok is false when all buffers are empty.
+	Oldest(ctx context.Context) (t time.Time, ok bool, err error)
+	// Len returns the length of a conversation's buffer (not counting its
+	// in-flight batch).
+	Len(ctx context.Context, c chat.Conversation) (int64, error)
+}
+
+// nextToken is the token after last: at least last+1, and at least now in
+// milliseconds, so tokens keep increasing even if a conversation's state
+// expired and started over.
+func nextToken(last int64, now time.Time) int64 {
+	return max(last+1, now.UnixMilli())
+}

@@ -1,0 +1,49 @@
+package chat
+
+// DefaultKeyPrefix is the prefix of every Redis key, as in the original system.
+const DefaultKeyPrefix = "opencontext:"
+
+// Keys builds chatbuf's Redis keys under one prefix. Each conversation's keys
+// carry its tag in braces, so they share a Redis Cluster slot.
+type Keys struct {
+	prefix string
+}
+
+// NewKeys returns the key layout under prefix ("" means DefaultKeyPrefix).
+func NewKeys(prefix string) Keys {
+	if prefix == "" {
+		prefix = DefaultKeyPrefix
+	}
+	return Keys{prefix: prefix}
+}
+
+// Prefix returns the prefix every key starts with.
+func (k Keys) Prefix() string { return k.prefix }
+
+func (k Keys) conv(kind string, c Conversation) string {
+	return k.prefix + kind + ":{" + c.Tag() + "}"
+}
+
+// Buffer is the conversation's buffer (LIST of records).
+func (k Keys) Buffer(c Conversation) string { return k.conv("chat:buffer", c) }
+
+// Inflight holds a claimed, not yet committed batch (LIST of records).
+func (k Keys) Inflight(c Conversation) string { return k.conv("chat:inflight", c) }
+
+// Meta holds the conversation's batch counter and the in-flight batch's
+// token, reason and creation time (HASH).
+func (k Keys) Meta(c Conversation) string { return k.conv("chat:meta", c) }
+
+// Dedupe holds the dedupe keys seen within the dedupe window (ZSET, scored by
+// the time they were first seen).
+func (k Keys) Dedupe(c Conversation) string { return k.conv("chat:dedupe", c) }
+
+// Lock is the conversation's flush lock (redsync).
+func (k Keys) Lock(c Conversation) string { return k.conv("lock:chat:flush", c) }
+
+// Fence holds the fencing token of the flush lock's current owner (STRING).
+func (k Keys) Fence(c Conversation) string { return k.conv("lock:chat:fence", c) }
+
+// Due is the due index: conversations with buffered or in-flight messages,
+// scored by the receive time of their oldest one, in milliseconds (ZSET).
+func (k Keys) Due() string { return k.prefix + "chat:due" }

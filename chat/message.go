@@ -1,0 +1,199 @@
+package chat
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// DefaultMaxMessageBytes is the default limit on a message body.
+const DefaultMaxMessageBytes = 65536
+
+// MaxMessageIDLen is the longest message_id, in bytes.
+const MaxMessageIDLen = 128
+
+// Reason names why a message is dead-lettered. The order of the constants is
+// the order in which the checks run.
+type Reason string
+
+const (
+	ReasonTooLarge   Reason = "too_large"
+	ReasonBadID      Reason = "bad_id"
+	ReasonBadJSON    Reason = "bad_json"
+	ReasonInvalid    Reason = "invalid"
+	ReasonIDMismatch Reason = "id_mismatch"
+)
+
+// Error is a message rejected by Decode, with the dead-letter reason.
+type Error struct {
+	Reason Reason
+	Msg    string
+}
+
+func (e *Error) Error() string { return "chat: " + string(e.Reason) + ": " + e.Msg }
+
+func reject(r Reason, format string, args ...any) *Error {
+	return &Error{Reason: r, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ReasonOf returns the dead-letter reason of an error from Decode or
+// ParseSubject, and false for any other error.
+func ReasonOf(err error) (Reason, bool) {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason, true
+	}
+	if errors.Is(err, ErrBadID) {
+		return ReasonBadID, true
+	}
+	return "", false
+}
+
+// Roles a message may have.
+var roles = map[string]bool{"user": true, "assistant": true, "system": true, "tool": true}
+
+// Message is a validated chat message. Content and Metadata are the
+// producer's JSON, verbatim.
+type Message struct {
+	Role      string
+	Content   json.RawMessage // a JSON string or array
+	MessageID string          // "" when not given
+	Timestamp string          // RFC 3339, "" when not given
+	Metadata  json.RawMessage // a JSON object, nil when not given
+}
+
+// DedupeKey is the key under which the message is deduplicated: its
+// message_id, or else its CHAT_IN stream sequence.
+func (m *Message) DedupeKey(seq uint64) string {
+	if m.MessageID != "" {
+		return "m:" + m.MessageID
+	}
+	return "s:" + strconv.FormatUint(seq, 10)
+}
+
+type wireMessage struct {
+	Role      json.RawMessage `json:"role"`
+	Content   json.RawMessage `json:"content"`
+	MessageID json.RawMessage `json:"message_id"`
+	Timestamp json.RawMessage `json:"timestamp"`
+	Metadata  json.RawMessage `json:"metadata"`
+	UserID    json.RawMessage `json:"user_id"`
+	DeviceID  json.RawMessage `json:"device_id"`
+	AgentID   json.RawMessage `json:"agent_id"`
+}
+
+// Decode validates a message body received for conversation c (taken from
+// the subject, already validated). maxBytes <= 0 means
+// DefaultMaxMessageBytes. The checks run in the contract's order: too_large,
+// bad_json, invalid, id_mismatch (bad_id belongs to the subject and is
+// checked by ParseSubject before). Rejections are *Error values.
+func Decode(body []byte, c Conversation, maxBytes int) (Message, error) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxMessageBytes
+	}
+	if len(body) > maxBytes {
+		return Message{}, reject(ReasonTooLarge, "body is %d bytes, limit %d", len(body), maxBytes)
+	}
+	if !utf8.Valid(body) {
+		return Message{}, reject(ReasonBadJSON, "body is not valid UTF-8")
+	}
+	var w wireMessage
+	if err := json.Unmarshal(body, &w); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return Message{}, reject(ReasonInvalid, "body is a JSON %s, want an object", typeErr.Value)
+		}
+		return Message{}, reject(ReasonBadJSON, "%v", err)
+	}
+
+	var m Message
+	var err error
+	if m.Role, err = requiredString("role", w.Role); err != nil {
+		return Message{}, err
+	}
+	if !roles[m.Role] {
+		return Message{}, reject(ReasonInvalid, "unknown role %q, want user, assistant, system or tool", m.Role)
+	}
+	switch {
+	case isNull(w.Content):
+		return Message{}, reject(ReasonInvalid, "content is missing")
+	case w.Content[0] == '"' || w.Content[0] == '[':
+		m.Content = w.Content
+	default:
+		return Message{}, reject(ReasonInvalid, "content must be a string or an array of parts")
+	}
+	if m.MessageID, err = optionalString("message_id", w.MessageID); err != nil {
+		return Message{}, err
+	}
+	if len(m.MessageID) > MaxMessageIDLen {
+		return Message{}, reject(ReasonInvalid, "message_id is %d bytes, limit %d", len(m.MessageID), MaxMessageIDLen)
+	}
+	if m.Timestamp, err = optionalString("timestamp", w.Timestamp); err != nil {
+		return Message{}, err
+	}
+	if m.Timestamp != "" {
+		if _, err := time.Parse(time.RFC3339Nano, m.Timestamp); err != nil {
+			return Message{}, reject(ReasonInvalid, "timestamp %q is not RFC 3339", m.Timestamp)
+		}
+	}
+	if !isNull(w.Metadata) {
+		if w.Metadata[0] != '{' {
+			return Message{}, reject(ReasonInvalid, "metadata must be a JSON object")
+		}
+		m.Metadata = w.Metadata
+	}
+
+	for _, f := range [...]struct {
+		name string
+		raw  json.RawMessage
+		want string
+	}{{"user_id", w.UserID, c.User}, {"device_id", w.DeviceID, c.Device}, {"agent_id", w.AgentID, c.Agent}} {
+		id, err := optionalString(f.name, f.raw)
+		if err != nil {
+			return Message{}, err
+		}
+		if !isNull(f.raw) && id != f.want {
+			return Message{}, reject(ReasonIDMismatch, "%s %q in the body differs from %q in the subject", f.name, truncate(id, 140), f.want)
+		}
+	}
+	return m, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	return len(raw) == 0 || bytes.Equal(raw, []byte("null"))
+}
+
+func requiredString(name string, raw json.RawMessage) (string, error) {
+	if isNull(raw) {
+		return "", reject(ReasonInvalid, "%s is missing", name)
+	}
+	return optionalString(name, raw)
+}
+
+func optionalString(name string, raw json.RawMessage) (string, error) {
+	if isNull(raw) {
+		return "", nil
+	}
+	if raw[0] != '"' {
+		return "", reject(ReasonInvalid, "%s must be a string", name)
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", reject(ReasonInvalid, "%s: %v", name, err)
+	}
+	return s, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,218 @@
+// Package flush drains conversation buffers into batches: it takes the
+// conversation's flush lock, claims a batch, builds the batch JSON, hands it
+// to a Sink, and commits it, so that each message reaches the sink in exactly
+// one batch even when flushers crash, stall or race.
+package flush
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/opencontext/chatbuf/buffer"
+	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/locking"
+)
+
+// Defaults of Config.
+const (
+	DefaultBatchSize = 10
+	DefaultMaxAge    = 5 * time.Minute
+)
+
+// ErrStale: the sink already holds a later batch of the conversation; the
+// flusher lost its lock and must not publish.
+var ErrStale = errors.New("flush: a later batch was already published")
+
+// Out is a batch on its way to the sink.
+type Out struct {
+	Conv   chat.Conversation
+	ID     string // batch_id, unique and stable across retries
+	Token  int64  // fencing_token
+	Reason chat.Trigger
+	Data   []byte // the batch JSON
+	// After is the sink position of the conversation's previous batch as the
+	// store knows it (0: none known). A sink that can compare-and-set
+	// publishes only while it still is the conversation's last batch.
+	After uint64
+}
+
+// Sink delivers batches downstream.
+//
+// Publish returns the batch's position in the sink. Publishing a batch whose
+// ID the sink already holds must not add a second copy; it returns the
+// position of the first. It returns ErrStale when the sink holds a later
+// batch (higher Token) of the conversation.
+type Sink interface {
+	Publish(ctx context.Context, b Out) (pos uint64, err error)
+}
+
+// Hooks observe the flusher (metrics). Nil fields are skipped.
+type Hooks struct {
+	Batch func(reason chat.Trigger, messages int, d time.Duration)
+	Error func(stage string, err error)
+}
+
+// Config tunes a Flusher. Zero values mean the defaults.
+type Config struct {
+	BatchSize  int           // CHAT_BUFFER_SIZE: messages per batch
+	MaxAge     time.Duration // CHAT_FLUSH_MAX_AGE: a buffer older than this is flushed
+	LockExpiry time.Duration // the Locker's expiry; the lock is extended every third of it
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Hooks      Hooks
+}
+
+func (c Config) withDefaults() Config {
+	if c.BatchSize <= 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.MaxAge <= 0 {
+		c.MaxAge = DefaultMaxAge
+	}
+	if c.LockExpiry <= 0 {
+		c.LockExpiry = locking.DefaultExpiry
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Flusher flushes conversations.
+type Flusher struct {
+	store  buffer.Store
+	locker locking.Locker
+	sink   Sink
+	cfg    Config
+}
+
+// New returns a Flusher.
+func New(store buffer.Store, locker locking.Locker, sink Sink, cfg Config) *Flusher {
+	return &Flusher{store: store, locker: locker, sink: sink, cfg: cfg.withDefaults()}
+}
+
+// Config returns the flusher's configuration with defaults applied.
+func (f *Flusher) Config() Config { return f.cfg }
+
+// Result lists the batches one Flush published.
+type Result struct {
+	BatchIDs []string
+}
+
+// Flush flushes conversation c for the given reason:
+//   - size: full batches while the buffer holds one;
+//   - age: while the buffer is full or its oldest message older than MaxAge;
+//   - manual: everything buffered.
+//
+// An in-flight batch left by a flusher that died is published first, under
+// its own id. It returns locking.ErrBusy when another flusher holds the
+// conversation. On error, a claimed but unpublished batch stays in flight
+// for the next Flush: nothing is lost, nothing published twice.
+func (f *Flusher) Flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) (Result, error) {
+	var res Result
+	lock, err := f.locker.TryLock(ctx, c)
+	if err != nil {
+		return res, err
+	}
+	held, stop := locking.KeepAlive(ctx, lock, f.cfg.LockExpiry/3)
+	defer func() {
+		stop()
+		if err := lock.Unlock(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, locking.ErrLost) {
+			f.cfg.Logger.Warn("flush: unlock failed", logConv(c, slog.Any("error", err))...)
+		}
+	}()
+
+	for held.Err() == nil {
+		id, n, err := f.flushOne(held, c, lock.Fence(), reason)
+		if err != nil {
+			if cause := context.Cause(held); errors.Is(cause, locking.ErrLost) {
+				err = fmt.Errorf("%w (%w)", err, cause)
+			}
+			return res, err
+		}
+		if id == "" {
+			break
+		}
+		res.BatchIDs = append(res.BatchIDs, id)
+		if n < int64(f.want(reason).Min) {
+			break // what is left would not be claimed: save the round trip
+		}
+	}
+	return res, nil
+}
+
+// flushOne claims, publishes and commits one batch. It returns the batch id
+// ("" when there was nothing to claim) and the buffer's remaining length.
+func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64, reason chat.Trigger) (string, int64, error) {
+	start := time.Now()
+	b, err := f.store.Claim(ctx, c, fence, f.want(reason))
+	if err != nil {
+		f.hookError("claim", err)
+		return "", 0, err
+	}
+	if b.Token == 0 {
+		return "", 0, nil
+	}
+	records := make([]chat.Record, len(b.Records))
+	for i, raw := range b.Records {
+		if records[i], err = chat.ParseRecord(raw); err != nil {
+			f.hookError("claim", err)
+			return "", 0, fmt.Errorf("flush: %s: %w", c, err)
+		}
+	}
+	out := Out{
+		Conv:   c,
+		ID:     chat.BatchID(c, b.Token),
+		Token:  b.Token,
+		Reason: b.Reason,
+		Data:   chat.EncodeBatch(c, b.Token, b.Reason, b.Created, records),
+		After:  b.After,
+	}
+	log := f.cfg.Logger.With(logConv(c, slog.String("batch_id", out.ID))...)
+	if b.Resumed {
+		log.Info("flush: resuming a batch claimed by a flusher that did not finish", "reason", b.Reason, "messages", len(records))
+	}
+	pos, err := f.sink.Publish(ctx, out)
+	if err != nil {
+		f.hookError("publish", err)
+		return "", 0, fmt.Errorf("flush: publish %s: %w", out.ID, err)
+	}
+	remaining, err := f.store.Commit(ctx, c, fence, b.Token, pos)
+	if err != nil {
+		f.hookError("commit", err)
+		return "", 0, fmt.Errorf("flush: commit %s: %w", out.ID, err)
+	}
+	d := time.Since(start)
+	log.Debug("flush: batch published", "reason", b.Reason, "messages", len(records), "position", pos, "duration", d)
+	if f.cfg.Hooks.Batch != nil {
+		f.cfg.Hooks.Batch(b.Reason, len(records), d)
+	}
+	return out.ID, remaining, nil
+}
+
+func (f *Flusher) want(reason chat.Trigger) buffer.Want {
+	w := buffer.Want{Max: f.cfg.BatchSize, Min: f.cfg.BatchSize, Reason: reason}
+	switch reason {
+	case chat.TriggerAge:
+		w.Before = f.cfg.Now().Add(-f.cfg.MaxAge)
+	case chat.TriggerManual:
+		w.Min = 1
+	}
+	return w
+}
+
+func (f *Flusher) hookError(stage string, err error) {
+	if f.cfg.Hooks.Error != nil {
+		f.cfg.Hooks.Error(stage, err)
+	}
+}
+
+func logConv(c chat.Conversation, more ...any) []any {
+	return append([]any{slog.String("user", c.User), slog.String("device", c.Device), slog.String("agent", c.Agent)}, more...)
+}

@@ -1,0 +1,197 @@
+// Package redistest starts private redis-server processes for tests.
+//
+// Every server listens on a free loopback port and keeps its data in a
+// temporary directory, so a test can stop it, restart it on the same port
+// with the same data, and never touches a Redis that something else owns.
+package redistest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is a redis-server process owned by one test.
+type Server struct {
+	Addr string // host:port
+	Port int
+	Dir  string
+
+	tb   testing.TB
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	args []string
+}
+
+// Start launches redis-server with append-only persistence on a free port
+// and stops it when the test ends. It fails the test with a clear message
+// when redis-server is missing or does not come up.
+func Start(tb testing.TB, extra ...string) *Server {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		tb.Fatalf("redistest: redis-server not found in PATH (install it: apt-get install -y redis-server): %v", err)
+	}
+	dir := tb.TempDir()
+	var lastErr error
+	for range 5 {
+		port, err := FreePort()
+		if err != nil {
+			tb.Fatalf("redistest: %v", err)
+		}
+		s := &Server{
+			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+			Port: port,
+			Dir:  dir,
+			tb:   tb,
+		}
+		s.args = append([]string{
+			"--bind", "127.0.0.1",
+			"--port", strconv.Itoa(port),
+			"--dir", dir,
+			"--save", "",
+			"--appendonly", "yes",
+			"--appendfsync", "everysec",
+			"--protected-mode", "no",
+			"--logfile", filepath.Join(dir, "redis.log"),
+		}, extra...)
+		s.args = append([]string{bin}, s.args...)
+		if lastErr = s.start(); lastErr == nil {
+			tb.Cleanup(s.Stop)
+			return s
+		}
+	}
+	tb.Fatalf("redistest: cannot start redis-server: %v", lastErr)
+	return nil
+}
+
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cmd := exec.Command(s.args[0], s.args[1:]...)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			return fmt.Errorf("redis-server exited at start (%v); log: %s", err, s.logTail())
+		default:
+		}
+		if ping(s.Addr) == nil {
+			s.cmd = cmd
+			go func() { <-done }()
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	return fmt.Errorf("redis-server on %s not answering after 10s; log: %s", s.Addr, s.logTail())
+}
+
+func (s *Server) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("unexpected PING reply %q", line)
+	}
+	return nil
+}
+
+// Stop kills the server (SIGKILL: what is not in the append-only file is lost,
+// as in a crash). Stopping a stopped server does nothing.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	for ping(s.Addr) == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.cmd = nil
+}
+
+// Shutdown stops the server cleanly, flushing its append-only file.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	_ = c.ShutdownSave(context.Background()).Err()
+	_ = c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for ping(s.Addr) == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	_ = s.cmd.Process.Kill()
+	s.cmd = nil
+}
+
+// Restart starts a stopped server again on the same port and data directory.
+func (s *Server) Restart() {
+	s.tb.Helper()
+	var err error
+	for range 50 {
+		if err = s.start(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // the port may linger briefly
+	}
+	s.tb.Fatalf("redistest: restart on %s: %v", s.Addr, err)
+}
+
+// Client returns a go-redis client for the server, closed at test end.
+func (s *Server) Client(tb testing.TB) *redis.Client {
+	tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// FreePort asks the kernel for a free loopback TCP port.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
