@@ -1,0 +1,152 @@
+package locking_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/internal/clocktest"
+	"github.com/opencontext/chatbuf/internal/redistest"
+	"github.com/opencontext/chatbuf/locking"
+)
+
+var (
+	alice = chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
+	bob   = chat.Conversation{User: "bob", Device: "phone", Agent: "bot"}
+)
+
+// fixture is a Locker and a way to let its locks expire.
+type fixture struct {
+	locker locking.Locker
+	expire func()
+}
+
+func TestRedisLocker(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	const expiry = 300 * time.Millisecond
+	runConformance(t, func(t *testing.T) fixture {
+		if err := rdb.FlushAll(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return fixture{
+			locker: locking.NewRedis(rdb, locking.Config{Expiry: expiry}),
+			expire: func() { time.Sleep(expiry + 50*time.Millisecond) },
+		}
+	})
+}
+
+func TestMemoryLocker(t *testing.T) {
+	runConformance(t, func(t *testing.T) fixture {
+		clock := clocktest.New(time.Now())
+		const expiry = 10 * time.Second
+		return fixture{
+			locker: locking.NewMemory(locking.Config{Expiry: expiry, Now: clock.Now}),
+			expire: func() { clock.Advance(expiry + time.Millisecond) },
+		}
+	})
+}
+
+func runConformance(t *testing.T, open func(t *testing.T) fixture) {
+	ctx := context.Background()
+	mustLock := func(t *testing.T, l locking.Locker, c chat.Conversation) locking.Lock {
+		t.Helper()
+		lk, err := l.TryLock(ctx, c)
+		if err != nil {
+			t.Fatalf("TryLock(%v): %v", c, err)
+		}
+		return lk
+	}
+
+	t.Run("one owner at a time, per conversation", func(t *testing.T) {
+		f := open(t)
+		a := mustLock(t, f.locker, alice)
+		if _, err := f.locker.TryLock(ctx, alice); !errors.Is(err, locking.ErrBusy) {
+			t.Errorf("second TryLock: %v, want ErrBusy", err)
+		}
+		b := mustLock(t, f.locker, bob)
+		if err := a.Unlock(ctx); err != nil {
+			t.Errorf("Unlock: %v", err)
+		}
+		a2 := mustLock(t, f.locker, alice)
+		if a2.Fence() <= a.Fence() {
+			t.Errorf("fence after relock = %d, want > %d", a2.Fence(), a.Fence())
+		}
+		if err := b.Unlock(ctx); err != nil {
+			t.Errorf("Unlock bob: %v", err)
+		}
+		if err := a2.Unlock(ctx); err != nil {
+			t.Errorf("Unlock a2: %v", err)
+		}
+	})
+
+	t.Run("extension keeps the lock", func(t *testing.T) {
+		f := open(t)
+		a := mustLock(t, f.locker, alice)
+		before := a.Until()
+		if err := a.Extend(ctx); err != nil {
+			t.Fatalf("Extend: %v", err)
+		}
+		if a.Until().Before(before) {
+			t.Errorf("Until went back after Extend: %v -> %v", before, a.Until())
+		}
+		if _, err := f.locker.TryLock(ctx, alice); !errors.Is(err, locking.ErrBusy) {
+			t.Errorf("TryLock of an extended lock: %v, want ErrBusy", err)
+		}
+	})
+
+	t.Run("an expired owner is replaced and cannot act", func(t *testing.T) {
+		f := open(t)
+		stale := mustLock(t, f.locker, alice)
+		f.expire()
+		fresh := mustLock(t, f.locker, alice)
+		if fresh.Fence() <= stale.Fence() {
+			t.Errorf("new owner's fence %d, want > stale %d", fresh.Fence(), stale.Fence())
+		}
+		if err := stale.Extend(ctx); !errors.Is(err, locking.ErrLost) {
+			t.Errorf("stale Extend: %v, want ErrLost", err)
+		}
+		if err := stale.Unlock(ctx); !errors.Is(err, locking.ErrLost) {
+			t.Errorf("stale Unlock: %v, want ErrLost", err)
+		}
+		// The stale owner's unlock did not release the new owner's lock.
+		if _, err := f.locker.TryLock(ctx, alice); !errors.Is(err, locking.ErrBusy) {
+			t.Errorf("TryLock after a stale unlock: %v, want ErrBusy", err)
+		}
+		if err := fresh.Unlock(ctx); err != nil {
+			t.Errorf("fresh Unlock: %v", err)
+		}
+	})
+}
+
+func TestKeepAliveCancelsWhenLost(t *testing.T) {
+	clock := clocktest.New(time.Now())
+	l := locking.NewMemory(locking.Config{Expiry: time.Hour, Now: clock.Now})
+	lk, err := l.TryLock(context.Background(), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := locking.KeepAlive(context.Background(), lk, time.Millisecond)
+	defer stop()
+	clock.Advance(2 * time.Hour) // the lock expires: the next extension fails
+	select {
+	case <-ctx.Done():
+		if !errors.Is(context.Cause(ctx), locking.ErrLost) {
+			t.Errorf("cause = %v, want ErrLost", context.Cause(ctx))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("KeepAlive did not cancel after the lock was lost")
+	}
+}
+
+func TestRedisLockerUnreachable(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	srv.Stop()
+	l := locking.NewRedis(rdb, locking.Config{})
+	_, err := l.TryLock(context.Background(), alice)
+	if err == nil || errors.Is(err, locking.ErrBusy) {
+		t.Errorf("TryLock with Redis down: %v, want a connection error (not ErrBusy)", err)
+	}
+}
