@@ -86,7 +86,9 @@ func (c Config) Flushed(conv chat.Conversation) string { return conv.Subject(c.P
 func (c Config) Flush(conv chat.Conversation) string { return conv.Subject(c.Prefix, KindFlush) }
 
 // Dead is the subject of dead letters with the given reason.
-func (c Config) Dead(reason chat.Reason) string { return c.Prefix + "." + KindDead + "." + string(reason) }
+func (c Config) Dead(reason chat.Reason) string {
+	return c.Prefix + "." + KindDead + "." + string(reason)
+}
 
 // All returns the wildcard subject of one kind, e.g. "opencontext.chat.in.>".
 func (c Config) All(kind string) string { return c.Prefix + "." + kind + ".>" }
