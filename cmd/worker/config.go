@@ -1,0 +1,191 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// config is the worker's environment. Names from the original system are
+// kept; every variable is in the README's configuration table.
+type config struct {
+	RedisHost           string   `env:"REDIS_HOST" envDefault:"localhost"`
+	RedisPort           int      `env:"REDIS_PORT" envDefault:"6379"`
+	RedisPassword       string   `env:"REDIS_PASSWORD"`
+	RedisDB             int      `env:"REDIS_DB" envDefault:"0"`
+	RedisKeyPrefix      string   `env:"REDIS_KEY_PREFIX" envDefault:"opencontext:"`
+	RedisMaxConnections int      `env:"REDIS_MAX_CONNECTIONS" envDefault:"10"`
+	RedisSocketTimeout  duration `env:"REDIS_SOCKET_TIMEOUT" envDefault:"5s"`
+	RedisConnectTimeout duration `env:"REDIS_CONNECT_TIMEOUT" envDefault:"5s"`
+	RedisRetryOnTimeout bool     `env:"REDIS_RETRY_ON_TIMEOUT" envDefault:"true"`
+	RedisEnabled        bool     `env:"REDIS_ENABLED" envDefault:"true"`
+
+	NATSURL          string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	NATSEmbeddedAddr string `env:"NATS_EMBEDDED_ADDR" envDefault:"127.0.0.1:4222"`
+	NATSEmbeddedDir  string `env:"NATS_EMBEDDED_DIR" envDefault:"./data/nats"`
+
+	SubjectPrefix   string   `env:"CHAT_SUBJECT_PREFIX" envDefault:"opencontext.chat"`
+	BufferSize      int      `env:"CHAT_BUFFER_SIZE" envDefault:"10"`
+	BufferTTL       duration `env:"CHAT_BUFFER_TTL" envDefault:"24h"`
+	FlushMaxAge     duration `env:"CHAT_FLUSH_MAX_AGE" envDefault:"5m"`
+	SweepInterval   duration `env:"CHAT_SWEEP_INTERVAL" envDefault:"1s"`
+	MaxMessageBytes int      `env:"CHAT_MAX_MESSAGE_BYTES" envDefault:"65536"`
+	DedupeWindow    duration `env:"CHAT_DEDUPE_WINDOW" envDefault:"24h"`
+	AckWait         duration `env:"CHAT_ACK_WAIT" envDefault:"30s"`
+	MaxAckPending   int      `env:"CHAT_MAX_ACK_PENDING" envDefault:"20000"`
+	DuplicateWindow duration `env:"CHAT_DUPLICATE_WINDOW" envDefault:"2m"`
+	StreamReplicas  int      `env:"CHAT_STREAM_REPLICAS" envDefault:"1"`
+	FlushedMaxAge   duration `env:"CHAT_FLUSHED_MAX_AGE" envDefault:"0"`
+	LockTTL         duration `env:"CHAT_LOCK_TTL" envDefault:"10s"`
+
+	Concurrency     int      `env:"WORKER_CONCURRENCY" envDefault:"0"`
+	ShutdownTimeout duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	MetricsAddr     string   `env:"METRICS_ADDR"` // unset: :9464; set empty: disabled
+	LogLevel        string   `env:"LOG_LEVEL" envDefault:"info"`
+}
+
+const defaultMetricsAddr = ":9464"
+
+// duration accepts Go syntax (90s, 24h) or plain seconds (86400).
+type duration time.Duration
+
+func (d *duration) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		*d = duration(time.Duration(n) * time.Second)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("not a duration (want Go syntax like 90s or plain seconds like 86400)")
+	}
+	*d = duration(v)
+	return nil
+}
+
+func (d duration) D() time.Duration { return time.Duration(d) }
+
+// loadConfig reads the configuration from environ and validates it. Errors
+// name the variable and its bad value.
+func loadConfig(environ map[string]string) (config, error) {
+	cfg, err := env.ParseAsWithOptions[config](env.Options{Environment: environ})
+	if err != nil {
+		return cfg, explain(err, environ)
+	}
+	if _, set := environ["METRICS_ADDR"]; !set {
+		cfg.MetricsAddr = defaultMetricsAddr
+	}
+	return cfg, cfg.validate(environ)
+}
+
+// explain rewrites the env package's errors, which name struct fields, to
+// name the variables and their values.
+func explain(err error, environ map[string]string) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	var out []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			name := envName(pe.Name)
+			out = append(out, fmt.Errorf("%s=%q: %v", name, environ[name], plainParseError(pe.Err)))
+			continue
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+func plainParseError(err error) string {
+	var ne *strconv.NumError
+	if errors.As(err, &ne) {
+		switch ne.Func {
+		case "ParseBool":
+			return "not a boolean (want true or false)"
+		default:
+			return "not an integer"
+		}
+	}
+	return err.Error()
+}
+
+func envName(field string) string {
+	if f, ok := reflect.TypeFor[config]().FieldByName(field); ok {
+		return f.Tag.Get("env")
+	}
+	return field
+}
+
+func (c config) validate(environ map[string]string) error {
+	var errs []error
+	bad := func(name, why string) {
+		errs = append(errs, fmt.Errorf("%s=%q: %s", name, environ[name], why))
+	}
+	positive := func(name string, d duration) {
+		if d <= 0 {
+			bad(name, "must be a positive duration")
+		}
+	}
+	if c.RedisPort < 1 || c.RedisPort > 65535 {
+		bad("REDIS_PORT", "must be a port number, 1-65535")
+	}
+	if c.RedisDB < 0 {
+		bad("REDIS_DB", "must be 0 or more")
+	}
+	if c.RedisMaxConnections < 1 {
+		bad("REDIS_MAX_CONNECTIONS", "must be at least 1")
+	}
+	positive("REDIS_SOCKET_TIMEOUT", c.RedisSocketTimeout)
+	positive("REDIS_CONNECT_TIMEOUT", c.RedisConnectTimeout)
+	if c.NATSURL == "" {
+		bad("NATS_URL", "must be a NATS URL or 'embedded'")
+	}
+	if strings.ContainsAny(c.SubjectPrefix, " *>\t") || c.SubjectPrefix == "" ||
+		strings.HasPrefix(c.SubjectPrefix, ".") || strings.HasSuffix(c.SubjectPrefix, ".") {
+		bad("CHAT_SUBJECT_PREFIX", "must be NATS subject tokens without wildcards, like opencontext.chat")
+	}
+	if c.BufferSize < 1 {
+		bad("CHAT_BUFFER_SIZE", "must be at least 1")
+	}
+	positive("CHAT_BUFFER_TTL", c.BufferTTL)
+	positive("CHAT_FLUSH_MAX_AGE", c.FlushMaxAge)
+	positive("CHAT_SWEEP_INTERVAL", c.SweepInterval)
+	if c.BufferTTL > 0 && c.FlushMaxAge > 0 && c.BufferTTL <= c.FlushMaxAge+c.SweepInterval {
+		bad("CHAT_BUFFER_TTL", "must be longer than CHAT_FLUSH_MAX_AGE plus CHAT_SWEEP_INTERVAL, or buffers could expire unflushed")
+	}
+	if c.MaxMessageBytes < 1 {
+		bad("CHAT_MAX_MESSAGE_BYTES", "must be at least 1")
+	}
+	positive("CHAT_DEDUPE_WINDOW", c.DedupeWindow)
+	positive("CHAT_ACK_WAIT", c.AckWait)
+	if c.MaxAckPending < 1 {
+		bad("CHAT_MAX_ACK_PENDING", "must be at least 1")
+	}
+	if c.DuplicateWindow < duration(2*time.Minute) {
+		bad("CHAT_DUPLICATE_WINDOW", "must be at least 2m")
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
+		bad("CHAT_STREAM_REPLICAS", "must be 1-5")
+	}
+	if c.FlushedMaxAge < 0 {
+		bad("CHAT_FLUSHED_MAX_AGE", "must be 0 (keep) or a positive duration")
+	}
+	positive("CHAT_LOCK_TTL", c.LockTTL)
+	if c.Concurrency < 0 {
+		bad("WORKER_CONCURRENCY", "must be 0 (number of CPUs) or more")
+	}
+	positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", "must be debug, info, warn or error")
+	}
+	return errors.Join(errs...)
+}

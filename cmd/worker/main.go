@@ -1,0 +1,188 @@
+// Command worker consumes chat messages from NATS JetStream, buffers them per
+// conversation in Redis, and publishes full or old buffers as batches.
+// Configuration comes from the environment; see the README.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/opencontext/chatbuf/buffer"
+	"github.com/opencontext/chatbuf/flush"
+	"github.com/opencontext/chatbuf/locking"
+	"github.com/opencontext/chatbuf/stream"
+	"github.com/opencontext/chatbuf/worker"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := loadConfig(environ())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "worker: bad configuration:\n%v\n", err)
+		os.Exit(2)
+	}
+	log := newLogger(cfg.LogLevel)
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("worker: exiting", "error", err)
+		os.Exit(1)
+	}
+}
+
+func environ() map[string]string {
+	m := map[string]string{}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return m
+}
+
+// newLogger logs JSON when stderr is not a terminal, text when it is.
+func newLogger(level string) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(level)) // validated with the configuration
+	opts := &slog.HandlerOptions{Level: lvl}
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+func run(ctx context.Context, cfg config, log *slog.Logger) error {
+	natsURL := cfg.NATSURL
+	if natsURL == "embedded" {
+		srv, url, err := startEmbedded(cfg.NATSEmbeddedAddr, cfg.NATSEmbeddedDir, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}()
+		natsURL = url
+	}
+
+	var (
+		store  buffer.Store
+		locker locking.Locker
+		rdb    *redis.Client
+	)
+	storeCfg := buffer.Config{KeyPrefix: cfg.RedisKeyPrefix, TTL: cfg.BufferTTL.D(), DedupeWindow: cfg.DedupeWindow.D()}
+	lockCfg := locking.Config{KeyPrefix: cfg.RedisKeyPrefix, Expiry: cfg.LockTTL.D()}
+	if cfg.RedisEnabled {
+		rdb = redis.NewClient(redisOptions(cfg))
+		defer rdb.Close()
+		store = buffer.NewRedis(rdb, storeCfg)
+		locker = locking.NewRedis(rdb, lockCfg)
+		log.Info("redis: using", "addr", rdb.Options().Addr, "db", cfg.RedisDB, "key_prefix", cfg.RedisKeyPrefix)
+	} else {
+		store = buffer.NewMemory(storeCfg)
+		locker = locking.NewMemory(lockCfg)
+		log.Warn("redis: disabled (REDIS_ENABLED=false): buffers live in this process's memory; run a single worker only, and expect what is buffered to be redelivered by NATS after a crash")
+	}
+
+	m := newMetrics(store, time.Now)
+	nc, err := connectNATS(natsURL, log, func(error) { m.errors.WithLabelValues("nats").Inc() })
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+
+	h := &health{nc: nc, log: log, gauge: m.ready.Set}
+	if rdb != nil {
+		h.rdb = rdb
+	}
+	probeCtx, stopProbe := context.WithCancel(context.Background())
+	defer stopProbe()
+	go h.probe(probeCtx)
+	if cfg.MetricsAddr != "" {
+		shutdownHTTP, err := serveHTTP(ctx, cfg.MetricsAddr, m, h, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = shutdownHTTP(sctx)
+		}()
+	}
+
+	streamCfg := stream.Config{
+		Prefix:          cfg.SubjectPrefix,
+		DuplicateWindow: cfg.DuplicateWindow.D(),
+		AckWait:         cfg.AckWait.D(),
+		MaxAckPending:   cfg.MaxAckPending,
+		Replicas:        cfg.StreamReplicas,
+		FlushedMaxAge:   cfg.FlushedMaxAge.D(),
+	}.WithDefaults()
+	flusher := flush.New(store, locker, stream.NewSink(js, streamCfg), flush.Config{
+		BatchSize:  cfg.BufferSize,
+		MaxAge:     cfg.FlushMaxAge.D(),
+		LockExpiry: cfg.LockTTL.D(),
+		Logger:     log,
+		Hooks:      m.flushHooks(),
+	})
+	w := worker.New(nc, js, store, flusher, worker.Config{
+		Stream:          streamCfg,
+		BatchSize:       cfg.BufferSize,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		Concurrency:     cfg.Concurrency,
+		SweepInterval:   cfg.SweepInterval.D(),
+		Logger:          log,
+		Hooks:           m.workerHooks(),
+		OnReady:         func() { h.streamsUp.Store(true) },
+	})
+
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("worker: shutting down", "timeout", cfg.ShutdownTimeout.D())
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	case <-time.After(cfg.ShutdownTimeout.D()):
+		return fmt.Errorf("shutdown took longer than SHUTDOWN_TIMEOUT=%s; unacked messages will be redelivered", cfg.ShutdownTimeout.D())
+	}
+	if err := nc.Drain(); err != nil {
+		log.Warn("nats: drain", "error", err)
+	}
+	return nil
+}
+
+func redisOptions(cfg config) *redis.Options {
+	retries := 3
+	if !cfg.RedisRetryOnTimeout {
+		retries = -1
+	}
+	return &redis.Options{
+		Addr:         fmt.Sprintf("%s:%d", cfg.RedisHost, cfg.RedisPort),
+		Password:     cfg.RedisPassword,
+		DB:           cfg.RedisDB,
+		PoolSize:     cfg.RedisMaxConnections,
+		DialTimeout:  cfg.RedisConnectTimeout.D(),
+		ReadTimeout:  cfg.RedisSocketTimeout.D(),
+		WriteTimeout: cfg.RedisSocketTimeout.D(),
+		MaxRetries:   retries,
+	}
+}

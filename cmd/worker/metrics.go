@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/opencontext/chatbuf/buffer"
+	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/flush"
+	"github.com/opencontext/chatbuf/worker"
+)
+
+// metrics wires the packages' hooks to Prometheus.
+type metrics struct {
+	reg        *prometheus.Registry
+	consumed   prometheus.Counter
+	appended   prometheus.Counter
+	duplicates prometheus.Counter
+	dead       *prometheus.CounterVec
+	batches    *prometheus.CounterVec
+	batchMsgs  *prometheus.CounterVec
+	flushTime  prometheus.Histogram
+	errors     *prometheus.CounterVec
+	ready      prometheus.Gauge
+}
+
+func newMetrics(store buffer.Store, now func() time.Time) *metrics {
+	reg := prometheus.NewRegistry()
+	f := func(name, help string) prometheus.Opts {
+		return prometheus.Opts{Namespace: "chatbuf", Name: name, Help: help}
+	}
+	m := &metrics{
+		reg:        reg,
+		consumed:   prometheus.NewCounter(prometheus.CounterOpts(f("messages_consumed_total", "Messages received from CHAT_IN, including redeliveries."))),
+		appended:   prometheus.NewCounter(prometheus.CounterOpts(f("messages_appended_total", "Messages appended to a buffer."))),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts(f("messages_deduplicated_total", "Messages skipped as already seen within the dedupe window."))),
+		dead:       prometheus.NewCounterVec(prometheus.CounterOpts(f("messages_dead_total", "Messages dead-lettered, by reason.")), []string{"reason"}),
+		batches:    prometheus.NewCounterVec(prometheus.CounterOpts(f("batches_total", "Batches published to CHAT_FLUSHED, by reason.")), []string{"reason"}),
+		batchMsgs:  prometheus.NewCounterVec(prometheus.CounterOpts(f("batch_messages_total", "Messages published in batches, by reason.")), []string{"reason"}),
+		flushTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "chatbuf", Name: "flush_duration_seconds",
+			Help:    "Time to claim, publish and commit one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts(f("errors_total", "Errors talking to Redis (store) or NATS, by component.")), []string{"component"}),
+		ready:  prometheus.NewGauge(prometheus.GaugeOpts(f("ready", "1 while the worker can consume and append."))),
+	}
+	oldest := prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("oldest_buffer_age_seconds", "Age of the oldest buffered or in-flight message (0 when none).")), func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		t, ok, err := store.Oldest(ctx)
+		if err != nil || !ok {
+			return 0
+		}
+		return now().Sub(t).Seconds()
+	})
+	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.errors, m.ready, oldest,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	for _, r := range []chat.Reason{chat.ReasonTooLarge, chat.ReasonBadID, chat.ReasonBadJSON, chat.ReasonInvalid, chat.ReasonIDMismatch, worker.ReasonStoreRejected} {
+		m.dead.WithLabelValues(string(r))
+	}
+	for _, r := range []chat.Trigger{chat.TriggerSize, chat.TriggerAge, chat.TriggerManual} {
+		m.batches.WithLabelValues(string(r))
+	}
+	m.errors.WithLabelValues("redis")
+	m.errors.WithLabelValues("nats")
+	return m
+}
+
+func (m *metrics) workerHooks() worker.Hooks {
+	return worker.Hooks{
+		Consumed:   func(n int) { m.consumed.Add(float64(n)) },
+		Appended:   func(n int) { m.appended.Add(float64(n)) },
+		Duplicates: func(n int) { m.duplicates.Add(float64(n)) },
+		Dead:       func(r chat.Reason) { m.dead.WithLabelValues(string(r)).Inc() },
+		StoreError: func(error) { m.errors.WithLabelValues("redis").Inc() },
+		NATSError:  func(error) { m.errors.WithLabelValues("nats").Inc() },
+	}
+}
+
+func (m *metrics) flushHooks() flush.Hooks {
+	return flush.Hooks{
+		Batch: func(r chat.Trigger, n int, d time.Duration) {
+			m.batches.WithLabelValues(string(r)).Inc()
+			m.batchMsgs.WithLabelValues(string(r)).Add(float64(n))
+			m.flushTime.Observe(d.Seconds())
+		},
+		Error: func(stage string, _ error) {
+			if stage == "publish" {
+				m.errors.WithLabelValues("nats").Inc()
+			} else {
+				m.errors.WithLabelValues("redis").Inc()
+			}
+		},
+	}
+}

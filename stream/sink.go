@@ -1,0 +1,103 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opencontext/chatbuf/flush"
+)
+
+// HeaderToken carries a batch's fencing token on CHAT_FLUSHED.
+const HeaderToken = "Chatbuf-Fencing-Token"
+
+// Sink publishes batches to CHAT_FLUSHED. It is a flush.Sink that makes the
+// stream itself refuse a stale batch: each publish expects the subject's
+// last sequence to be the conversation's previous batch
+// (Nats-Expected-Last-Subject-Sequence), and on a mismatch it reads the
+// subject's last batch to decide whether its batch is already there, is
+// stale, or may follow.
+type Sink struct {
+	js  jetstream.JetStream
+	cfg Config
+
+	mu     sync.Mutex
+	stream jetstream.Stream
+}
+
+var _ flush.Sink = (*Sink)(nil)
+
+// NewSink returns a Sink on js.
+func NewSink(js jetstream.JetStream, cfg Config) *Sink {
+	return &Sink{js: js, cfg: cfg.WithDefaults()}
+}
+
+// maxCASAttempts bounds the compare-and-set loop; each retry follows a
+// batch another flusher published meanwhile, which the lock makes rare.
+const maxCASAttempts = 5
+
+// Publish implements flush.Sink.
+func (s *Sink) Publish(ctx context.Context, b flush.Out) (uint64, error) {
+	subject := s.cfg.Flushed(b.Conv)
+	after := b.After
+	for range maxCASAttempts {
+		msg := &nats.Msg{Subject: subject, Data: b.Data, Header: nats.Header{}}
+		msg.Header.Set(HeaderToken, strconv.FormatInt(b.Token, 10))
+		ack, err := s.js.PublishMsg(ctx, msg,
+			jetstream.WithMsgID(b.ID),
+			jetstream.WithExpectLastSequencePerSubject(after))
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		if !isWrongLastSeq(err) {
+			return 0, fmt.Errorf("stream: publish batch %s: %w", b.ID, err)
+		}
+		last, err := s.lastBatch(ctx, subject)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			after = 0 // the subject's batches were removed (stream limits)
+			continue
+		case err != nil:
+			return 0, fmt.Errorf("stream: last batch on %s: %w", subject, err)
+		case last.Header.Get(jetstream.MsgIDHeader) == b.ID:
+			return last.Sequence, nil // published before, not committed
+		}
+		token, err := strconv.ParseInt(last.Header.Get(HeaderToken), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("stream: last batch on %s (seq %d) has no valid %s header", subject, last.Sequence, HeaderToken)
+		}
+		if token >= b.Token {
+			return 0, fmt.Errorf("stream: batch %s (token %d) after token %d: %w", b.ID, b.Token, token, flush.ErrStale)
+		}
+		after = last.Sequence
+	}
+	return 0, fmt.Errorf("stream: publish batch %s: subject %s kept changing", b.ID, subject)
+}
+
+func (s *Sink) lastBatch(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	s.mu.Lock()
+	st := s.stream
+	s.mu.Unlock()
+	if st == nil {
+		var err error
+		if st, err = s.js.Stream(ctx, s.cfg.FlushedStream); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.stream = st
+		s.mu.Unlock()
+	}
+	return st.GetLastMsgForSubject(ctx, subject)
+}
+
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}

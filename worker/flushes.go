@@ -1,0 +1,157 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/locking"
+	"github.com/opencontext/chatbuf/stream"
+)
+
+// busyRetry is how soon a size flush that found the conversation locked is
+// tried again: the lock holder may have finished before our append landed.
+const busyRetry = 100 * time.Millisecond
+
+// flushQueue runs size flushes on a bounded set of goroutines, at most one
+// queued entry per conversation.
+type flushQueue struct {
+	w  *Worker
+	ch chan chat.Conversation
+
+	mu      sync.Mutex
+	pending map[chat.Conversation]chat.Trigger
+	done    chan struct{}
+	closed  bool
+}
+
+func newFlushQueue(w *Worker, capacity int) *flushQueue {
+	return &flushQueue{
+		w:       w,
+		ch:      make(chan chat.Conversation, capacity),
+		pending: map[chat.Conversation]chat.Trigger{},
+		done:    make(chan struct{}),
+	}
+}
+
+// add queues a flush of c unless one is queued already. It blocks while the
+// queue is full (backpressure on the appending lanes).
+func (q *flushQueue) add(c chat.Conversation, reason chat.Trigger) {
+	q.mu.Lock()
+	if _, ok := q.pending[c]; ok || q.closed {
+		q.mu.Unlock()
+		return
+	}
+	q.pending[c] = reason
+	q.mu.Unlock()
+	select {
+	case q.ch <- c:
+	case <-q.done:
+	}
+}
+
+// close stops accepting flushes; queued ones are dropped (their buffers stay
+// in the store, where the sweepers and size triggers find them).
+func (q *flushQueue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.closed {
+		q.closed = true
+		close(q.done)
+	}
+}
+
+func (q *flushQueue) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-q.done:
+			return
+		case c := <-q.ch:
+			q.mu.Lock()
+			reason := q.pending[c]
+			delete(q.pending, c)
+			q.mu.Unlock()
+			q.flush(ctx, c, reason)
+		}
+	}
+}
+
+func (q *flushQueue) flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) {
+	_, err := q.w.flusher.Flush(ctx, c, reason)
+	switch {
+	case err == nil:
+	case errors.Is(err, locking.ErrBusy):
+		time.AfterFunc(busyRetry, func() { q.add(c, reason) })
+	default:
+		q.w.log.Warn("worker: flush failed; the batch stays claimed for a retry",
+			slog.String("user", c.User), slog.String("device", c.Device), slog.String("agent", c.Agent),
+			slog.String("reason", string(reason)), slog.Any("error", err))
+	}
+}
+
+// FlushReply answers a manual flush request.
+type FlushReply struct {
+	OK       bool     `json:"ok"`
+	Batches  int      `json:"batches"`
+	BatchIDs []string `json:"batch_ids"`
+	Error    string   `json:"error,omitempty"`
+}
+
+// manualFlushWait bounds how long a manual flush waits for a busy lock.
+const manualFlushWait = 5 * time.Second
+
+// handleFlushRequest answers <prefix>.flush.<user>.<device>.<agent>: it
+// flushes everything buffered for the conversation and replies with the
+// batch ids.
+func (w *Worker) handleFlushRequest(ctx context.Context) nats.MsgHandler {
+	sem := make(chan struct{}, w.cfg.Concurrency)
+	return func(m *nats.Msg) {
+		c, err := chat.ParseSubject(w.cfg.Stream.Prefix, stream.KindFlush, m.Subject)
+		if err != nil {
+			w.reply(m, FlushReply{Error: err.Error()})
+			return
+		}
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			w.reply(m, w.flushManual(ctx, c))
+		}()
+	}
+}
+
+func (w *Worker) flushManual(ctx context.Context, c chat.Conversation) FlushReply {
+	ctx, cancel := context.WithTimeout(ctx, manualFlushWait)
+	defer cancel()
+	for {
+		res, err := w.flusher.Flush(ctx, c, chat.TriggerManual)
+		if err == nil {
+			return FlushReply{OK: true, Batches: len(res.BatchIDs), BatchIDs: res.BatchIDs}
+		}
+		if !errors.Is(err, locking.ErrBusy) {
+			return FlushReply{Batches: len(res.BatchIDs), BatchIDs: res.BatchIDs, Error: err.Error()}
+		}
+		select {
+		case <-ctx.Done():
+			return FlushReply{Error: "busy"}
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+func (w *Worker) reply(m *nats.Msg, r FlushReply) {
+	if r.BatchIDs == nil {
+		r.BatchIDs = []string{}
+	}
+	data, _ := json.Marshal(r) // plain struct: cannot fail
+	if err := m.Respond(data); err != nil && !errors.Is(err, nats.ErrMsgNoReply) {
+		w.hookNATSError(err)
+	}
+}

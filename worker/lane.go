@@ -1,0 +1,197 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opencontext/chatbuf/buffer"
+	"github.com/opencontext/chatbuf/chat"
+)
+
+// ReasonStoreRejected dead-letters a message whose conversation the store
+// keeps refusing (a key of the wrong type, say) after maxStoreAttempts
+// deliveries, so that it is reported instead of retried forever.
+const ReasonStoreRejected chat.Reason = "store_rejected"
+
+const maxStoreAttempts = 5
+
+// runLane appends the messages of its lane in batches of up to AppendBatch,
+// taking whatever has arrived, until the lane is closed.
+func (w *Worker) runLane(ctx context.Context, stop <-chan struct{}, lane <-chan jetstream.Msg) {
+	batch := make([]jetstream.Msg, 0, w.cfg.AppendBatch)
+	for msg := range lane {
+		batch = append(batch[:0], msg)
+	fill:
+		for len(batch) < w.cfg.AppendBatch {
+			select {
+			case m, ok := <-lane:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		w.process(ctx, stop, batch)
+	}
+}
+
+// pending is a message on its way into the store.
+type pending struct {
+	msg   jetstream.Msg
+	seq   uint64
+	tries uint64
+}
+
+// process validates a batch of messages, dead-letters the bad ones, appends
+// the rest in one AppendBatch and acks each once it is stored.
+func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetstream.Msg) {
+	if w.cfg.Hooks.Consumed != nil {
+		w.cfg.Hooks.Consumed(len(msgs))
+	}
+	now := w.cfg.Now()
+	items := make([]buffer.Item, 0, len(msgs))
+	owners := make([]pending, 0, len(msgs))
+	for _, msg := range msgs {
+		meta, err := msg.Metadata()
+		if err != nil {
+			// Not a JetStream message: nothing to ack or dead-letter.
+			w.log.Error("worker: message without JetStream metadata", "subject", msg.Subject(), "error", err)
+			continue
+		}
+		seq := meta.Sequence.Stream
+		c, m, err := w.decode(msg)
+		if err != nil {
+			reason, _ := chat.ReasonOf(err)
+			w.deadLetter(ctx, msg, seq, reason, err)
+			continue
+		}
+		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(seq), Record: chat.NewRecord(&m, seq, now)})
+		owners = append(owners, pending{msg: msg, seq: seq, tries: meta.NumDelivered})
+	}
+	if len(items) == 0 {
+		return
+	}
+
+	res, ok := w.appendWithRetry(ctx, stop, items, owners)
+	if !ok {
+		return
+	}
+	var appended, dups int
+	full := map[chat.Conversation]bool{}
+	for i, r := range res {
+		p := owners[i]
+		if r.Err != nil {
+			w.rejected(ctx, p, items[i], r.Err)
+			continue
+		}
+		if r.Dup {
+			dups++
+		} else {
+			appended++
+		}
+		if err := p.msg.Ack(); err != nil {
+			w.hookNATSError(err)
+		}
+		full[items[i].Conv] = r.Len >= int64(w.cfg.BatchSize)
+	}
+	if w.cfg.Hooks.Appended != nil {
+		w.cfg.Hooks.Appended(appended)
+	}
+	if w.cfg.Hooks.Duplicates != nil && dups > 0 {
+		w.cfg.Hooks.Duplicates(dups)
+	}
+	for c, isFull := range full {
+		if isFull {
+			w.flushes.add(c, chat.TriggerSize)
+		}
+	}
+}
+
+// decode checks a message in the contract's order: too_large, bad_id,
+// bad_json, invalid, id_mismatch.
+func (w *Worker) decode(msg jetstream.Msg) (chat.Conversation, chat.Message, error) {
+	body := msg.Data()
+	if len(body) > w.cfg.MaxMessageBytes {
+		return chat.Conversation{}, chat.Message{}, &chat.Error{Reason: chat.ReasonTooLarge,
+			Msg: fmt.Sprintf("body is %d bytes, limit %d", len(body), w.cfg.MaxMessageBytes)}
+	}
+	c, err := chat.ParseSubject(w.cfg.Stream.Prefix, "in", msg.Subject())
+	if err != nil {
+		return c, chat.Message{}, err
+	}
+	m, err := chat.Decode(body, c, w.cfg.MaxMessageBytes)
+	return c, m, err
+}
+
+// appendWithRetry appends until the store takes the batch. While it cannot,
+// it keeps the messages' ack deadlines alive and backs off; when the worker
+// stops meanwhile it gives the messages back (nak) and reports false.
+func (w *Worker) appendWithRetry(ctx context.Context, stop <-chan struct{}, items []buffer.Item, owners []pending) ([]buffer.Appended, bool) {
+	backoff := 50 * time.Millisecond
+	for {
+		res, err := w.store.AppendBatch(ctx, items)
+		if err == nil {
+			return res, true
+		}
+		if w.cfg.Hooks.StoreError != nil {
+			w.cfg.Hooks.StoreError(err)
+		}
+		w.log.Warn("worker: append failed; retrying", "messages", len(items), "error", err, "retry_in", backoff)
+		for _, p := range owners {
+			_ = p.msg.InProgress()
+		}
+		select {
+		case <-stop:
+			for _, p := range owners {
+				_ = p.msg.Nak()
+			}
+			return nil, false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// rejected handles a message whose conversation the store refused: retried
+// later with a delay, and dead-lettered after maxStoreAttempts deliveries.
+func (w *Worker) rejected(ctx context.Context, p pending, it buffer.Item, err error) {
+	if w.cfg.Hooks.StoreError != nil {
+		w.cfg.Hooks.StoreError(err)
+	}
+	if p.tries >= maxStoreAttempts {
+		w.deadLetter(ctx, p.msg, p.seq, ReasonStoreRejected, err)
+		return
+	}
+	w.log.Warn("worker: store refused a message; it will be redelivered",
+		slog.String("user", it.Conv.User), slog.String("device", it.Conv.Device), slog.String("agent", it.Conv.Agent),
+		slog.Uint64("seq", p.seq), slog.Uint64("delivery", p.tries), slog.Any("error", err))
+	_ = p.msg.NakWithDelay(time.Duration(p.tries) * time.Second)
+}
+
+// deadLetter sends msg to <prefix>.dead.<reason>, then acks it. If the dead
+// letter cannot be published the message is given back for redelivery.
+func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, seq uint64, reason chat.Reason, cause error) {
+	if reason == "" {
+		reason = chat.ReasonInvalid
+	}
+	w.log.Info("worker: dead letter", "reason", reason, "subject", msg.Subject(), "seq", seq, "error", cause)
+	if err := w.dead.Send(ctx, seq, msg.Subject(), msg.Data(), reason, cause); err != nil {
+		w.hookNATSError(err)
+		w.log.Warn("worker: dead letter not published; message given back", "seq", seq, "error", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	if w.cfg.Hooks.Dead != nil {
+		w.cfg.Hooks.Dead(reason)
+	}
+	if err := msg.Ack(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		w.hookNATSError(err)
+	}
+}

@@ -1,0 +1,212 @@
+// Package worker consumes chat messages from CHAT_IN, appends them to their
+// conversations' buffers, acks them once the append is durable, dead-letters
+// bad input, and triggers flushes: by size after an append, by age from a
+// sweeper, and on request.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/opencontext/chatbuf/buffer"
+	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/flush"
+	"github.com/opencontext/chatbuf/stream"
+)
+
+// Hooks observe the worker (metrics). Nil fields are skipped.
+type Hooks struct {
+	Consumed   func(n int)
+	Appended   func(n int)
+	Duplicates func(n int)
+	Dead       func(reason chat.Reason)
+	StoreError func(err error)
+	NATSError  func(err error)
+}
+
+// Config tunes a Worker. Zero values mean the defaults.
+type Config struct {
+	Stream          stream.Config
+	BatchSize       int // CHAT_BUFFER_SIZE
+	MaxMessageBytes int // CHAT_MAX_MESSAGE_BYTES
+	Concurrency     int // WORKER_CONCURRENCY: append lanes and flush goroutines
+	AppendBatch     int // most messages per AppendBatch (256 when zero)
+	SweepInterval   time.Duration
+	Now             func() time.Time
+	Logger          *slog.Logger
+	Hooks           Hooks
+	OnReady         func() // called once the streams and the consumer are set up
+}
+
+func (c Config) withDefaults() Config {
+	c.Stream = c.Stream.WithDefaults()
+	if c.BatchSize <= 0 {
+		c.BatchSize = flush.DefaultBatchSize
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = chat.DefaultMaxMessageBytes
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = runtime.NumCPU()
+	}
+	if c.AppendBatch <= 0 {
+		c.AppendBatch = 256
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Worker is one chatbuf worker process's consuming side.
+type Worker struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	store   buffer.Store
+	flusher *flush.Flusher
+	dead    *stream.DeadLetters
+	cfg     Config
+	log     *slog.Logger
+	seed    maphash.Seed
+	flushes *flushQueue
+}
+
+// New returns a Worker. The streams and the consumer are created by Run.
+func New(nc *nats.Conn, js jetstream.JetStream, store buffer.Store, flusher *flush.Flusher, cfg Config) *Worker {
+	cfg = cfg.withDefaults()
+	w := &Worker{
+		nc:      nc,
+		js:      js,
+		store:   store,
+		flusher: flusher,
+		dead:    stream.NewDeadLetters(js, cfg.Stream, nc.MaxPayload),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		seed:    maphash.MakeSeed(),
+	}
+	w.flushes = newFlushQueue(w, 4*cfg.Concurrency*cfg.AppendBatch)
+	return w
+}
+
+// Run creates the streams and the consumer (retrying while NATS is not
+// there), then consumes, flushes and answers flush requests until ctx is
+// done. It then stops fetching, finishes what it holds, and returns nil;
+// buffers stay in the store for the other workers.
+func (w *Worker) Run(ctx context.Context) error {
+	cons, err := w.ensure(ctx)
+	if err != nil {
+		return err
+	}
+	if w.cfg.OnReady != nil {
+		w.cfg.OnReady()
+	}
+	sub, err := w.nc.QueueSubscribe(w.cfg.Stream.All(stream.KindFlush), "chatbuf-flush", w.handleFlushRequest(ctx))
+	if err != nil {
+		return fmt.Errorf("worker: subscribe to flush requests: %w", err)
+	}
+	defer func() { _ = sub.Drain() }()
+
+	lanes := make([]chan jetstream.Msg, w.cfg.Concurrency)
+	for i := range lanes {
+		lanes[i] = make(chan jetstream.Msg, w.cfg.AppendBatch)
+	}
+	// Appends and flushes outlive ctx so that shutdown finishes them.
+	work := context.WithoutCancel(ctx)
+	var g errgroup.Group
+	for _, lane := range lanes {
+		g.Go(func() error { w.runLane(work, ctx.Done(), lane); return nil })
+	}
+	flushCtx, stopFlushes := context.WithCancel(work)
+	var fg sync.WaitGroup
+	for range w.cfg.Concurrency {
+		fg.Go(func() { w.flushes.run(flushCtx) })
+	}
+	sweeper := flush.NewSweeper(w.flusher, w.cfg.SweepInterval, 0)
+	fg.Go(func() { _ = sweeper.Run(ctx) })
+
+	w.log.Info("worker: consuming", "stream", w.cfg.Stream.InStream, "consumer", w.cfg.Stream.Consumer,
+		"concurrency", w.cfg.Concurrency, "batch_size", w.cfg.BatchSize)
+	err = w.consume(ctx, cons, lanes)
+	for _, lane := range lanes {
+		close(lane)
+	}
+	_ = g.Wait()
+	w.flushes.close()
+	stopFlushes()
+	fg.Wait()
+	w.log.Info("worker: stopped")
+	return err
+}
+
+// ensure creates the streams and the consumer, retrying with backoff until
+// it works or ctx is done.
+func (w *Worker) ensure(ctx context.Context) (jetstream.Consumer, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cons, err := stream.Ensure(cctx, w.js, w.cfg.Stream)
+		cancel()
+		if err == nil {
+			return cons, nil
+		}
+		w.hookNATSError(err)
+		w.log.Warn("worker: cannot set up streams yet; retrying", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("worker: set up streams: %w", errors.Join(ctx.Err(), err))
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// consume pulls messages and deals them to lanes by conversation, so that a
+// conversation's messages keep their order inside this worker.
+func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, lanes []chan jetstream.Msg) error {
+	it, err := cons.Messages(
+		jetstream.PullMaxMessages(len(lanes)*w.cfg.AppendBatch),
+		jetstream.WithMessagesErrOnMissingHeartbeat(false),
+	)
+	if err != nil {
+		return fmt.Errorf("worker: consume: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		it.Drain() // deliver what was pulled, pull no more
+	}()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			w.hookNATSError(err)
+			w.log.Warn("worker: pull failed", "error", err)
+			continue
+		}
+		lanes[w.lane(msg.Subject(), len(lanes))] <- msg
+	}
+}
+
+func (w *Worker) lane(subject string, n int) int {
+	return int(maphash.String(w.seed, subject) % uint64(n))
+}
+
+func (w *Worker) hookNATSError(err error) {
+	if w.cfg.Hooks.NATSError != nil {
+		w.cfg.Hooks.NATSError(err)
+	}
+}
