@@ -1,0 +1,386 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opencontext/chatbuf/buffer"
+	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/flush"
+	"github.com/opencontext/chatbuf/internal/natstest"
+	"github.com/opencontext/chatbuf/internal/redistest"
+	"github.com/opencontext/chatbuf/locking"
+	"github.com/opencontext/chatbuf/stream"
+	"github.com/opencontext/chatbuf/worker"
+)
+
+const size = 10
+
+// env is one NATS and one Redis shared by the workers of a test.
+type env struct {
+	nats  *natstest.Server
+	redis *redistest.Server
+	cfg   stream.Config
+	js    jetstream.JetStream
+}
+
+func newEnv(t *testing.T, start func(testing.TB) *natstest.Server) *env {
+	e := &env{nats: start(t), redis: redistest.Start(t), cfg: stream.Config{}.WithDefaults()}
+	js, err := jetstream.New(e.nats.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.js = js
+	return e
+}
+
+// startWorker runs a worker until the test ends (or stop is called).
+func (e *env) startWorker(t *testing.T, maxAge time.Duration) (stop func()) {
+	t.Helper()
+	nc := e.nats.Conn(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := e.redis.Client(t)
+	store := buffer.NewRedis(rdb, buffer.Config{})
+	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg),
+		flush.Config{BatchSize: size, MaxAge: maxAge})
+	w := worker.New(nc, js, store, fl, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 2, SweepInterval: 100 * time.Millisecond})
+	ready := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	go func() {
+		// Run sets up the streams first; wait for the consumer to exist.
+		for ctx.Err() == nil {
+			if _, err := js.Consumer(ctx, e.cfg.InStream, e.cfg.Consumer); err == nil {
+				close(ready)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("worker stopped at start: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("worker not consuming after 15s")
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("worker Run: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Error("worker did not stop within 15s")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func (e *env) publish(t *testing.T, c chat.Conversation, body string, msgID string) uint64 {
+	t.Helper()
+	opts := []jetstream.PublishOpt{}
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	ack, err := e.js.Publish(context.Background(), e.cfg.In(c), []byte(body), opts...)
+	if err != nil {
+		t.Fatalf("publish to %s: %v", e.cfg.In(c), err)
+	}
+	return ack.Sequence
+}
+
+// readAll reads a stream from the start until it holds want messages.
+func (e *env) readAll(t *testing.T, name string, want int) []jetstream.Msg {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := e.js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	deadline := time.Now().Add(30 * time.Second)
+	for len(out) < want && time.Now().Before(deadline) {
+		batch, err := cons.FetchNoWait(1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(out)
+		for m := range batch.Messages() {
+			out = append(out, m)
+		}
+		if len(out) == n {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return out
+}
+
+// batchesHolding reads CHAT_FLUSHED until its batches hold n messages.
+func (e *env) batchesHolding(t *testing.T, n int) []chat.Batch {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var batches []chat.Batch
+		total := 0
+		cons, err := e.js.OrderedConsumer(context.Background(), e.cfg.FlushedStream, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			b, err := cons.FetchNoWait(1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := 0
+			for m := range b.Messages() {
+				got++
+				var batch chat.Batch
+				if err := json.Unmarshal(m.Data(), &batch); err != nil {
+					t.Fatalf("batch is not JSON: %v", err)
+				}
+				if id := m.Headers().Get(jetstream.MsgIDHeader); id != batch.BatchID {
+					t.Errorf("Nats-Msg-Id %q, batch_id %q", id, batch.BatchID)
+				}
+				batches = append(batches, batch)
+				total += batch.MessageCount
+			}
+			if got == 0 {
+				break
+			}
+		}
+		if total >= n || time.Now().After(deadline) {
+			return batches
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (e *env) flushAll(t *testing.T, convs []chat.Conversation) {
+	t.Helper()
+	nc := e.nats.Conn(t)
+	for _, c := range convs {
+		for attempt := 0; ; attempt++ {
+			msg, err := nc.Request(e.cfg.Flush(c), nil, 10*time.Second)
+			if err != nil {
+				t.Fatalf("flush request %s: %v", c, err)
+			}
+			var r worker.FlushReply
+			if err := json.Unmarshal(msg.Data, &r); err != nil {
+				t.Fatalf("flush reply %q: %v", msg.Data, err)
+			}
+			if r.OK {
+				break
+			}
+			if r.Error != "busy" || attempt > 20 {
+				t.Fatalf("flush %s: %+v", c, r)
+			}
+		}
+	}
+}
+
+// sent is what a test published: marker -> conversation.
+type sent map[string]chat.Conversation
+
+// check asserts every published message is in exactly one batch of its
+// conversation, and that the batches are well formed.
+func check(t *testing.T, batches []chat.Batch, want sent) {
+	t.Helper()
+	seen := map[string]string{}
+	ids := map[string]bool{}
+	last := map[chat.Conversation]int64{}
+	for _, b := range batches {
+		c := chat.Conversation{User: b.UserID, Device: b.DeviceID, Agent: b.AgentID}
+		if ids[b.BatchID] {
+			t.Errorf("batch %s published twice", b.BatchID)
+			continue
+		}
+		ids[b.BatchID] = true
+		if b.Source != "chat_log" || b.MessageCount != len(b.Messages) || b.MessageCount < 1 || b.MessageCount > size ||
+			(b.Reason == chat.TriggerSize && b.MessageCount != size) || b.BatchID != chat.BatchID(c, b.FencingToken) {
+			t.Errorf("malformed batch %s: source %q, reason %s, count %d, messages %d", b.BatchID, b.Source, b.Reason, b.MessageCount, len(b.Messages))
+		}
+		if b.FencingToken <= last[c] {
+			t.Errorf("batch %s: token %d after %d", b.BatchID, b.FencingToken, last[c])
+		}
+		last[c] = b.FencingToken
+		for i, m := range b.Messages {
+			if i > 0 && m.Seq <= b.Messages[i-1].Seq {
+				t.Errorf("batch %s not in stream order", b.BatchID)
+			}
+			var content string
+			if err := json.Unmarshal(m.Content, &content); err != nil {
+				t.Errorf("batch %s: content %s: %v", b.BatchID, m.Content, err)
+				continue
+			}
+			if prev, dup := seen[content]; dup {
+				t.Errorf("message %q in %s and %s", content, prev, b.BatchID)
+			}
+			seen[content] = b.BatchID
+			if wc, ok := want[content]; !ok {
+				t.Errorf("unexpected message %q", content)
+			} else if wc != c {
+				t.Errorf("message %q of %v in %v's batch", content, wc, c)
+			}
+		}
+	}
+	lost := 0
+	for m := range want {
+		if _, ok := seen[m]; !ok {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d messages lost", lost, len(want))
+	}
+}
+
+func hostileConversations() []chat.Conversation {
+	long := strings.Repeat("x", 127) + "y"
+	return []chat.Conversation{
+		{User: "user:1", Device: "phone", Agent: "bot"},
+		{User: "a{b}", Device: "d", Agent: "a"},
+		{User: "ü-ser", Device: "_", Agent: "_"},
+		{User: "_", Device: "_", Agent: "_"},
+		{User: long, Device: long, Agent: long},
+		{User: "a:b", Device: "c", Agent: "d"},
+		{User: "a", Device: "b:c", Agent: "d"},
+		{User: "100%", Device: "%3A", Agent: "}{"},
+	}
+}
+
+func TestThreeWorkersExactlyOnce(t *testing.T) {
+	for name, start := range map[string]func(testing.TB) *natstest.Server{"embedded": natstest.Embedded, "binary": natstest.Binary} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, start)
+			t.Logf("nats-server %s", e.nats.Version)
+			for range 3 {
+				e.startWorker(t, time.Hour)
+			}
+			convs := hostileConversations()
+			for i := range 42 {
+				convs = append(convs, chat.Conversation{User: fmt.Sprintf("u%d", i), Device: "d", Agent: "a"})
+			}
+			want := sent{}
+			for i := range 1500 {
+				c := convs[i%len(convs)]
+				marker := fmt.Sprintf("m-%d", i)
+				want[marker] = c
+				body := fmt.Sprintf(`{"role":"user","content":%q,"message_id":"id-%d"}`, marker, i)
+				e.publish(t, c, body, fmt.Sprintf("id-%d", i))
+				if i%7 == 0 { // a producer retry beyond NATS's own dedupe: same message_id
+					e.publish(t, c, body, "")
+				}
+			}
+			time.Sleep(500 * time.Millisecond)
+			e.flushAll(t, convs)
+			check(t, e.batchesHolding(t, len(want)), want)
+		})
+	}
+}
+
+func TestBadInputIsDeadLettered(t *testing.T) {
+	e := newEnv(t, natstest.Embedded)
+	e.startWorker(t, time.Hour)
+	good := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
+	cases := []struct {
+		name, subject, body string
+		reason               chat.Reason
+	}{
+		{"too large", e.cfg.In(good), `{"role":"user","content":"` + strings.Repeat("x", 70000) + `"}`, chat.ReasonTooLarge},
+		{"bad id: two tokens", e.cfg.Prefix + ".in.alice.phone", `{"role":"user","content":"hi"}`, chat.ReasonBadID},
+		{"bad id: too long", e.cfg.Prefix + ".in." + strings.Repeat("u", 129) + ".d.a", `{"role":"user","content":"hi"}`, chat.ReasonBadID},
+		{"bad json", e.cfg.In(good), `{"role":"user",`, chat.ReasonBadJSON},
+		{"bad utf-8", e.cfg.In(good), "{\"role\":\"user\",\"content\":\"\xff\"}", chat.ReasonBadJSON},
+		{"not an object", e.cfg.In(good), `["user","hi"]`, chat.ReasonInvalid},
+		{"unknown role", e.cfg.In(good), `{"role":"robot","content":"hi"}`, chat.ReasonInvalid},
+		{"id mismatch", e.cfg.In(good), `{"role":"user","content":"hi","user_id":"mallory"}`, chat.ReasonIDMismatch},
+	}
+	js := e.js
+	for _, tc := range cases {
+		if _, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: tc.subject, Data: []byte(tc.body)}); err != nil {
+			t.Fatalf("%s: publish: %v", tc.name, err)
+		}
+	}
+	// A good message after the bad ones still gets through.
+	e.publish(t, good, `{"role":"user","content":"fine"}`, "")
+	dead := e.readAll(t, e.cfg.DeadStream, len(cases))
+	if len(dead) != len(cases) {
+		t.Fatalf("%d dead letters, want %d", len(dead), len(cases))
+	}
+	for i, tc := range cases {
+		m := dead[i]
+		h := m.Headers()
+		if got := chat.Reason(h.Get(stream.HeaderReason)); got != tc.reason {
+			t.Errorf("%s: reason %q, want %q (error %q)", tc.name, got, tc.reason, h.Get(stream.HeaderError))
+		}
+		if m.Subject() != e.cfg.Dead(tc.reason) {
+			t.Errorf("%s: dead letter on %s, want %s", tc.name, m.Subject(), e.cfg.Dead(tc.reason))
+		}
+		if h.Get(stream.HeaderSubject) != tc.subject || h.Get(stream.HeaderError) == "" || len(h.Get(stream.HeaderError)) > 256 {
+			t.Errorf("%s: headers %v", tc.name, h)
+		}
+		if string(m.Data()) != tc.body {
+			t.Errorf("%s: payload not kept whole (%d bytes, want %d)", tc.name, len(m.Data()), len(tc.body))
+		}
+		if !strings.HasPrefix(h.Get(jetstream.MsgIDHeader), "dead-") {
+			t.Errorf("%s: Nats-Msg-Id %q", tc.name, h.Get(jetstream.MsgIDHeader))
+		}
+	}
+	e.flushAll(t, []chat.Conversation{good})
+	batches := e.batchesHolding(t, 1)
+	check(t, batches, sent{"fine": good})
+	// Everything was acked: the work queue is empty.
+	st, err := e.js.Stream(context.Background(), e.cfg.InStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := st.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CHAT_IN still holds %d messages", info.State.Msgs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestAgeTriggerFlushesPartialBuffers(t *testing.T) {
+	e := newEnv(t, natstest.Embedded)
+	e.startWorker(t, 300*time.Millisecond)
+	c := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
+	want := sent{}
+	for i := range 3 {
+		m := fmt.Sprintf("age-%d", i)
+		want[m] = c
+		e.publish(t, c, fmt.Sprintf(`{"role":"user","content":%q}`, m), "")
+	}
+	batches := e.batchesHolding(t, 3)
+	check(t, batches, want)
+	if len(batches) != 1 || batches[0].Reason != chat.TriggerAge {
+		t.Errorf("got %d batches, want one age batch", len(batches))
+	}
+}
