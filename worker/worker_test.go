@@ -302,7 +302,7 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 	good := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
 	cases := []struct {
 		name, subject, body string
-		reason               chat.Reason
+		reason              chat.Reason
 	}{
 		{"too large", e.cfg.In(good), `{"role":"user","content":"` + strings.Repeat("x", 70000) + `"}`, chat.ReasonTooLarge},
 		{"bad id: two tokens", e.cfg.Prefix + ".in.alice.phone", `{"role":"user","content":"hi"}`, chat.ReasonBadID},

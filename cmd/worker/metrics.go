@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/opencontext/chatbuf/buffer"
 	"github.com/opencontext/chatbuf/chat"
@@ -57,7 +58,7 @@ func newMetrics(store buffer.Store, now func() time.Time) *metrics {
 		return now().Sub(t).Seconds()
 	})
 	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.errors, m.ready, oldest,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []chat.Reason{chat.ReasonTooLarge, chat.ReasonBadID, chat.ReasonBadJSON, chat.ReasonInvalid, chat.ReasonIDMismatch, worker.ReasonStoreRejected} {
 		m.dead.WithLabelValues(string(r))
 	}
