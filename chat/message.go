@@ -75,15 +75,13 @@ func (m *Message) DedupeKey(seq uint64) string {
 	return "s:" + strconv.FormatUint(seq, 10)
 }
 
+// wireMessage holds the body's members by their exact names. It is filled
+// from a map rather than by json.Unmarshal into tagged fields, which would
+// match names case-insensitively ("Role", "USER_ID"): the contract's fields
+// are case-sensitive, and every other member is unknown and ignored.
 type wireMessage struct {
-	Role      json.RawMessage `json:"role"`
-	Content   json.RawMessage `json:"content"`
-	MessageID json.RawMessage `json:"message_id"`
-	Timestamp json.RawMessage `json:"timestamp"`
-	Metadata  json.RawMessage `json:"metadata"`
-	UserID    json.RawMessage `json:"user_id"`
-	DeviceID  json.RawMessage `json:"device_id"`
-	AgentID   json.RawMessage `json:"agent_id"`
+	Role, Content, MessageID, Timestamp, Metadata json.RawMessage
+	UserID, DeviceID, AgentID                     json.RawMessage
 }
 
 // Decode validates a message body received for conversation c (taken from
@@ -101,13 +99,18 @@ func Decode(body []byte, c Conversation, maxBytes int) (Message, error) {
 	if !utf8.Valid(body) {
 		return Message{}, reject(ReasonBadJSON, "body is not valid UTF-8")
 	}
-	var w wireMessage
-	if err := json.Unmarshal(body, &w); err != nil {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
 			return Message{}, reject(ReasonInvalid, "body is a JSON %s, want an object", typeErr.Value)
 		}
 		return Message{}, reject(ReasonBadJSON, "%v", err)
+	}
+	w := wireMessage{
+		Role: obj["role"], Content: obj["content"], MessageID: obj["message_id"],
+		Timestamp: obj["timestamp"], Metadata: obj["metadata"],
+		UserID: obj["user_id"], DeviceID: obj["device_id"], AgentID: obj["agent_id"],
 	}
 
 	var m Message
@@ -147,17 +150,21 @@ func Decode(body []byte, c Conversation, maxBytes int) (Message, error) {
 		m.Metadata = w.Metadata
 	}
 
-	for _, f := range [...]struct {
+	bodyIDs := [...]struct {
 		name string
 		raw  json.RawMessage
 		want string
-	}{{"user_id", w.UserID, c.User}, {"device_id", w.DeviceID, c.Device}, {"agent_id", w.AgentID, c.Agent}} {
-		id, err := optionalString(f.name, f.raw)
-		if err != nil {
+		id   string
+	}{{"user_id", w.UserID, c.User, ""}, {"device_id", w.DeviceID, c.Device, ""}, {"agent_id", w.AgentID, c.Agent, ""}}
+	// Every type check (invalid) runs before any comparison (id_mismatch).
+	for i := range bodyIDs {
+		if bodyIDs[i].id, err = optionalString(bodyIDs[i].name, bodyIDs[i].raw); err != nil {
 			return Message{}, err
 		}
-		if !isNull(f.raw) && id != f.want {
-			return Message{}, reject(ReasonIDMismatch, "%s %q in the body differs from %q in the subject", f.name, truncate(id, 140), f.want)
+	}
+	for _, f := range bodyIDs {
+		if !isNull(f.raw) && f.id != f.want {
+			return Message{}, reject(ReasonIDMismatch, "%s %q in the body differs from %q in the subject", f.name, truncate(f.id, 140), f.want)
 		}
 	}
 	return m, nil

@@ -1,0 +1,74 @@
+package chat_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/opencontext/chatbuf/chat"
+)
+
+// typicalBody is a typical 256-byte chat message.
+var typicalBody = func() []byte {
+	const head = `{"role":"user","content":"`
+	const tail = `","message_id":"0b9f8e2c-5d7a-4c1e-9a3f-2e6d8c4b1a70","timestamp":"2025-11-26T10:00:00.123Z","metadata":{"lang":"en","client":"ios/3.2.1"}}`
+	b := []byte(head)
+	for len(b)+len(tail) < 256 {
+		b = append(b, "hello "[len(b)%6])
+	}
+	b = append(b, tail...)
+	if len(b) != 256 {
+		panic(fmt.Sprintf("typical body is %d bytes", len(b)))
+	}
+	return b
+}()
+
+func BenchmarkDecode(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(typicalBody)))
+	for b.Loop() {
+		if _, err := chat.Decode(typicalBody, alice, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkNewRecord(b *testing.B) {
+	m, err := chat.Decode(typicalBody, alice, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	at := time.UnixMilli(1764151200123)
+	b.ReportAllocs()
+	for b.Loop() {
+		chat.NewRecord(&m, 1017, at)
+	}
+}
+
+func BenchmarkEncodeBatch(b *testing.B) {
+	m, err := chat.Decode(typicalBody, alice, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	records := make([]chat.Record, 10)
+	for i := range records {
+		raw := chat.NewRecord(&m, uint64(1000+i), time.UnixMilli(1764151200123+int64(i)))
+		if records[i], err = chat.ParseRecord(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+	created := time.UnixMilli(1764151300000)
+	b.ReportAllocs()
+	for b.Loop() {
+		chat.EncodeBatch(alice, 42, chat.TriggerSize, created, records)
+	}
+}
+
+func BenchmarkKeys(b *testing.B) {
+	keys := chat.NewKeys("")
+	c := chat.Conversation{User: "%{ü:ser}%", Device: "phone:1", Agent: "{bot}"}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = keys.Buffer(c)
+	}
+}
