@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 go build -o bin/worker ./cmd/worker
 go build -o bin/producer ./cmd/producer
 
-read -r nats_port metrics_port < <(go run scripts/freeport.go 2 | tr '\n' ' ')
+read -r nats_port metrics_port <<<"$(go run scripts/freeport.go 2 | tr '\n' ' ')"
 data=$(mktemp -d)
 log="$data/worker.log"
 trap 'kill -TERM $worker 2>/dev/null; wait $worker 2>/dev/null; rm -rf "$data"' EXIT

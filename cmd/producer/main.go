@@ -1,0 +1,257 @@
+// Command producer publishes chat messages to chatbuf: one message, JSON
+// lines from standard input, or a load test that it can verify end to end.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opencontext/chatbuf/stream"
+	"github.com/opencontext/chatbuf/verify"
+)
+
+const defaultNATSURL = "nats://127.0.0.1:4222"
+
+const usage = `Usage:
+  producer [--nats URL] [--prefix P] send --user U --device D --agent A [--role ROLE] [--id MSGID] [TEXT]
+  producer [--nats URL] [--prefix P] load [--conversations 1000] [--messages 100000] [--rate 0]
+           [--size 256] [--window 4096] [--hostile] [--no-message-id]
+           [--verify] [--verify-timeout 2m] [--buffer-size 10] [--json]
+
+send publishes one chat message with content TEXT and waits for its PubAck.
+Without TEXT it publishes each JSON line of standard input as it is; the
+conversation comes from the flags, else from the line's user_id, device_id
+and agent_id. It prints one PubAck (or error) per line and exits 1 if any
+line failed.
+
+load publishes --messages of about --size bytes round-robin over
+--conversations, at --rate messages/s (0: as fast as PubAcks allow) with up
+to --window PubAcks pending, then prints a summary (--json: as one JSON
+object on stdout). --hostile includes 8 conversations with hostile ids.
+--verify then waits for the workers to drain CHAT_IN, flushes every
+conversation, reads the batches back and checks them against the contract
+(--buffer-size is the workers' CHAT_BUFFER_SIZE). Exit 1 on loss, duplicate,
+misplacement, malformed batch, or a publish that failed after retries.
+
+Flags go before TEXT. Environment: NATS_URL (default ` + defaultNATSURL + `),
+CHAT_SUBJECT_PREFIX (default ` + stream.DefaultPrefix + `), CHAT_BUFFER_SIZE
+(default 10, load's --buffer-size); flags override them.
+`
+
+// errUsage marks errors in the command line: exit status 2 with the usage.
+var errUsage = errors.New("usage")
+
+// errFailed means the failure was already reported: exit status 1.
+var errFailed = errors.New("failed")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run runs the producer's command line and returns the exit status.
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, args, getenv, stdin, stdout, stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage)
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "producer: %v\n\n%s", err, usage)
+		return 2
+	case errors.Is(err, errFailed):
+		return 1
+	default:
+		fmt.Fprintf(stderr, "producer: %v\n", err)
+		return 1
+	}
+}
+
+// common are the flags every command takes.
+type common struct {
+	natsURL string
+	prefix  string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.natsURL, "nats", c.natsURL, "NATS server URL (env NATS_URL)")
+	fs.StringVar(&c.prefix, "prefix", c.prefix, "subject prefix (env CHAT_SUBJECT_PREFIX)")
+}
+
+func (c *common) config() stream.Config { return stream.Config{Prefix: c.prefix}.WithDefaults() }
+
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	c := common{natsURL: or(getenv("NATS_URL"), defaultNATSURL), prefix: or(getenv("CHAT_SUBJECT_PREFIX"), stream.DefaultPrefix)}
+	top := newFlagSet("producer")
+	c.register(top)
+	if err := parse(top, args); err != nil {
+		return err
+	}
+	if top.NArg() == 0 {
+		return fmt.Errorf("%w: no command", errUsage)
+	}
+	cmd, args := top.Arg(0), top.Args()[1:]
+	switch cmd {
+	case "send":
+		return sendCommand(ctx, c, args, stdin, stdout, stderr)
+	case "load":
+		return loadCommand(ctx, c, args, getenv, stdout, stderr)
+	case "help":
+		return flag.ErrHelp
+	default:
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+}
+
+func sendCommand(ctx context.Context, c common, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("send")
+	c.register(fs)
+	var f sendFlags
+	fs.StringVar(&f.user, "user", "", "user id")
+	fs.StringVar(&f.device, "device", "", "device id")
+	fs.StringVar(&f.agent, "agent", "", "agent id")
+	fs.StringVar(&f.role, "role", "user", "role: user, assistant, system or tool")
+	fs.StringVar(&f.id, "id", "", "message_id (also the Nats-Msg-Id)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 1 {
+		return fmt.Errorf("%w: send takes one TEXT argument (quote it; flags go before it), got %d", errUsage, fs.NArg())
+	}
+	if fs.NArg() == 1 {
+		conv, err := f.conversation()
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		js, done, err := connect(c.natsURL)
+		if err != nil {
+			return err
+		}
+		defer done()
+		ack, err := sendText(ctx, js, c.config(), conv, f.role, f.id, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, formatAck(ack))
+		return nil
+	}
+	js, done, err := connect(c.natsURL)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if isTerminal(stdin) {
+		fmt.Fprintln(stderr, "reading JSON lines from standard input; end with Ctrl-D")
+	}
+	failed, err := sendLines(ctx, js, c.config(), f, stdin, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	if failed > 0 {
+		fmt.Fprintf(stderr, "producer: %d line(s) failed\n", failed)
+		return errFailed
+	}
+	return nil
+}
+
+func loadCommand(ctx context.Context, c common, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	bufferSize := verify.DefaultBufferSize
+	if s := getenv("CHAT_BUFFER_SIZE"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return fmt.Errorf("%w: CHAT_BUFFER_SIZE=%q is not a positive integer", errUsage, s)
+		}
+		bufferSize = n
+	}
+	fs := newFlagSet("load")
+	c.register(fs)
+	var o loadOptions
+	fs.IntVar(&o.conversations, "conversations", 1000, "number of conversations")
+	fs.IntVar(&o.messages, "messages", 100000, "number of messages")
+	fs.Float64Var(&o.rate, "rate", 0, "messages per second; 0: as fast as PubAcks allow")
+	fs.IntVar(&o.size, "size", 256, "content size in bytes (about)")
+	fs.IntVar(&o.window, "window", 4096, "most PubAcks pending at once")
+	fs.BoolVar(&o.hostile, "hostile", false, "include conversations with hostile ids (needs --conversations >= 8)")
+	fs.BoolVar(&o.noMessageID, "no-message-id", false, "publish without message_id")
+	fs.BoolVar(&o.verify, "verify", false, "verify the load end to end after publishing")
+	fs.DurationVar(&o.verifyTimeout, "verify-timeout", 2*time.Minute, "how long --verify waits for every message")
+	fs.IntVar(&o.bufferSize, "buffer-size", bufferSize, "the workers' CHAT_BUFFER_SIZE, for --verify")
+	fs.BoolVar(&o.json, "json", false, "print the summary and report as one JSON object on stdout (text goes to stderr)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: load takes no arguments, got %q", errUsage, fs.Args())
+	}
+	if err := o.validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	nc, err := dial(c.natsURL)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return load(ctx, nc, c.config(), o, stdout, stderr)
+}
+
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+// parse parses args, marking bad flags as usage errors.
+func parse(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return fmt.Errorf("%w: %s: %v", errUsage, fs.Name(), err)
+}
+
+// connect dials NATS and returns a JetStream context and the function that
+// closes the connection.
+func connect(url string) (jetstream.JetStream, func(), error) {
+	nc, err := dial(url)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return js, nc.Close, nil
+}
+
+// dial connects to NATS, with a one-line error naming the URL.
+func dial(url string) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, nats.Name("chatbuf-producer"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %v", url, strings.TrimPrefix(err.Error(), "nats: "))
+	}
+	return nc, nil
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
