@@ -325,8 +325,16 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 	if len(dead) != len(cases) {
 		t.Fatalf("%d dead letters, want %d", len(dead), len(cases))
 	}
-	for i, tc := range cases {
-		m := dead[i]
+	bySubjectBody := map[string]jetstream.Msg{}
+	for _, m := range dead {
+		bySubjectBody[m.Headers().Get(stream.HeaderSubject)+"\x00"+string(m.Data())] = m
+	}
+	for _, tc := range cases {
+		m, ok := bySubjectBody[tc.subject+"\x00"+tc.body]
+		if !ok {
+			t.Errorf("%s: no dead letter with its subject and payload", tc.name)
+			continue
+		}
 		h := m.Headers()
 		if got := chat.Reason(h.Get(stream.HeaderReason)); got != tc.reason {
 			t.Errorf("%s: reason %q, want %q (error %q)", tc.name, got, tc.reason, h.Get(stream.HeaderError))
@@ -334,11 +342,8 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 		if m.Subject() != e.cfg.Dead(tc.reason) {
 			t.Errorf("%s: dead letter on %s, want %s", tc.name, m.Subject(), e.cfg.Dead(tc.reason))
 		}
-		if h.Get(stream.HeaderSubject) != tc.subject || h.Get(stream.HeaderError) == "" || len(h.Get(stream.HeaderError)) > 256 {
-			t.Errorf("%s: headers %v", tc.name, h)
-		}
-		if string(m.Data()) != tc.body {
-			t.Errorf("%s: payload not kept whole (%d bytes, want %d)", tc.name, len(m.Data()), len(tc.body))
+		if h.Get(stream.HeaderError) == "" || len(h.Get(stream.HeaderError)) > 256 {
+			t.Errorf("%s: Chatbuf-Error %q", tc.name, h.Get(stream.HeaderError))
 		}
 		if !strings.HasPrefix(h.Get(jetstream.MsgIDHeader), "dead-") {
 			t.Errorf("%s: Nats-Msg-Id %q", tc.name, h.Get(jetstream.MsgIDHeader))
