@@ -3,7 +3,9 @@ package buffer
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/opencontext/chatbuf/chat"
@@ -12,8 +14,14 @@ import (
 // Memory is a Store in process memory with the same semantics as Redis, for
 // a single instance or while Redis is unreachable. Buffers have no TTL here:
 // they live until flushed or until the process ends.
+//
+// With MemoryConfig.Hold, appended messages are reported Held: they are not
+// durable, so their producer's message must not be acked until OnRelease
+// names their dedupe keys (their batch was committed, or Take handed them
+// over to a durable store).
 type Memory struct {
-	cfg Config
+	cfg  Config
+	mcfg MemoryConfig
 
 	mu    chan struct{} // a mutex that honours ctx
 	convs map[chat.Conversation]*memConv
@@ -22,10 +30,18 @@ type Memory struct {
 
 var _ Store = (*Memory)(nil)
 
+// MemoryConfig adds the in-memory store's own options to Config.
+type MemoryConfig struct {
+	Hold      bool                // report appended messages as Held
+	OnRelease func(keys []string) // called, outside the store's lock, with the dedupe keys of committed messages
+}
+
 type memConv struct {
 	c        chat.Conversation
 	buffer   [][]byte
+	keys     []string // dedupe keys of buffer, index for index
 	inflight [][]byte
+	inKeys   []string // dedupe keys of inflight
 	fence    int64
 	ctr      int64
 	batch    int64
@@ -44,8 +60,11 @@ type seenEntry struct {
 }
 
 // NewMemory returns an empty in-memory Store.
-func NewMemory(cfg Config) *Memory {
+func NewMemory(cfg Config, mcfg ...MemoryConfig) *Memory {
 	m := &Memory{cfg: cfg.withDefaults(), mu: make(chan struct{}, 1), convs: map[chat.Conversation]*memConv{}}
+	if len(mcfg) > 0 {
+		m.mcfg = mcfg[0]
+	}
 	return m
 }
 
@@ -109,11 +128,12 @@ func (m *Memory) AppendBatch(ctx context.Context, items []Item) ([]Appended, err
 		s.seen[it.Key] = now
 		s.seenLog = append(s.seenLog, seenEntry{it.Key, now})
 		s.buffer = append(s.buffer, it.Record)
+		s.keys = append(s.keys, it.Key)
 		if s.dueIdx < 0 {
 			s.dueScore = rec.ReceivedMS
 			heap.Push(&m.due, s)
 		}
-		out[i] = Appended{Len: int64(len(s.buffer))}
+		out[i] = Appended{Len: int64(len(s.buffer)), Held: m.mcfg.Hold}
 	}
 	return out, nil
 }
@@ -167,7 +187,9 @@ func (m *Memory) Claim(ctx context.Context, c chat.Conversation, fence int64, w 
 	}
 	n := min(len(s.buffer), w.Max)
 	s.inflight = append([][]byte(nil), s.buffer[:n]...)
+	s.inKeys = append([]string(nil), s.keys[:n]...)
 	s.buffer = append(s.buffer[:0:0], s.buffer[n:]...)
+	s.keys = append(s.keys[:0:0], s.keys[n:]...)
 	now := m.cfg.Now()
 	s.ctr = nextToken(s.ctr, now)
 	s.batch, s.reason, s.created = s.ctr, w.Reason, now.UnixMilli()
@@ -187,26 +209,35 @@ func (s *memConv) batchOut(resumed bool) Batch {
 
 // Commit implements Store.
 func (m *Memory) Commit(ctx context.Context, c chat.Conversation, fence, token int64, pos uint64) (int64, error) {
+	n, released, err := m.commit(ctx, c, fence, token, pos)
+	if err == nil && m.mcfg.OnRelease != nil && len(released) > 0 {
+		m.mcfg.OnRelease(released)
+	}
+	return n, err
+}
+
+func (m *Memory) commit(ctx context.Context, c chat.Conversation, fence, token int64, pos uint64) (n int64, released []string, err error) {
 	if err := m.lock(ctx); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer m.unlock()
 	s := m.conv(c)
 	defer m.forget(s)
 	if fence != s.fence {
-		return 0, ErrFenced
+		return 0, nil, ErrFenced
 	}
 	if len(s.inflight) == 0 || s.batch != token {
-		return 0, ErrNoBatch
+		return 0, nil, ErrNoBatch
 	}
-	s.inflight, s.batch, s.reason, s.created = nil, 0, "", 0
+	released = s.inKeys
+	s.inflight, s.inKeys, s.batch, s.reason, s.created = nil, nil, 0, "", 0
 	s.pos = pos
 	if len(s.buffer) == 0 {
 		m.removeDue(s)
 	} else {
 		head, err := chat.ParseRecord(s.buffer[0])
 		if err != nil {
-			return 0, fmt.Errorf("buffer: commit %s: %w", c, err)
+			return 0, nil, fmt.Errorf("buffer: commit %s: %w", c, err)
 		}
 		s.dueScore = head.ReceivedMS
 		if s.dueIdx < 0 {
@@ -215,7 +246,7 @@ func (m *Memory) Commit(ctx context.Context, c chat.Conversation, fence, token i
 			heap.Fix(&m.due, s.dueIdx)
 		}
 	}
-	return int64(len(s.buffer)), nil
+	return int64(len(s.buffer)), released, nil
 }
 
 func (m *Memory) removeDue(s *memConv) {
@@ -320,4 +351,98 @@ func (p *posHeap) Pop() any {
 	x := p.pos[len(p.pos)-1]
 	p.pos = p.pos[:len(p.pos)-1]
 	return x
+}
+
+// ErrInFlight: Take found a claimed batch; flush it first.
+var ErrInFlight = errors.New("buffer: a batch is in flight")
+
+// Pending returns up to limit conversations holding buffered or in-flight
+// messages, oldest first.
+func (m *Memory) Pending(ctx context.Context, limit int) ([]chat.Conversation, error) {
+	return m.Due(ctx, time.UnixMilli(math.MaxInt64), limit)
+}
+
+// Take removes and returns the buffered messages of c, in order, to be
+// appended to another store; their dedupe keys stay remembered here. It
+// returns ErrInFlight while c has a claimed batch.
+func (m *Memory) Take(ctx context.Context, c chat.Conversation) ([]Item, error) {
+	if err := m.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer m.unlock()
+	s, ok := m.convs[c]
+	if !ok {
+		return nil, nil
+	}
+	if len(s.inflight) > 0 {
+		return nil, ErrInFlight
+	}
+	items := make([]Item, len(s.buffer))
+	for i := range s.buffer {
+		items[i] = Item{Conv: c, Key: s.keys[i], Record: s.buffer[i]}
+	}
+	s.buffer, s.keys = nil, nil
+	m.removeDue(s)
+	m.forget(s)
+	return items, nil
+}
+
+// Release reports keys as released (OnRelease), for messages that Take
+// handed over once they are durable elsewhere.
+func (m *Memory) Release(keys []string) {
+	if m.mcfg.OnRelease != nil && len(keys) > 0 {
+		m.mcfg.OnRelease(keys)
+	}
+}
+
+// Restore puts items taken by Take back at the head of c's buffer, after a
+// failed hand-over.
+func (m *Memory) Restore(c chat.Conversation, items []Item) {
+	m.mu <- struct{}{}
+	defer m.unlock()
+	s := m.conv(c)
+	recs := make([][]byte, 0, len(items)+len(s.buffer))
+	keys := make([]string, 0, len(items)+len(s.buffer))
+	for _, it := range items {
+		recs = append(recs, it.Record)
+		keys = append(keys, it.Key)
+	}
+	s.buffer = append(recs, s.buffer...)
+	s.keys = append(keys, s.keys...)
+	m.fixDue(s)
+}
+
+// Unclaim puts c's in-flight batch back at the head of its buffer, for a
+// batch the sink refused as stale: it was not published.
+func (m *Memory) Unclaim(c chat.Conversation) {
+	m.mu <- struct{}{}
+	defer m.unlock()
+	s, ok := m.convs[c]
+	if !ok || len(s.inflight) == 0 {
+		return
+	}
+	s.buffer = append(s.inflight, s.buffer...)
+	s.keys = append(s.inKeys, s.keys...)
+	s.inflight, s.inKeys, s.batch, s.reason, s.created = nil, nil, 0, "", 0
+	m.fixDue(s)
+}
+
+// fixDue sets s's due score to its head's receive time; m.mu held.
+func (m *Memory) fixDue(s *memConv) {
+	if len(s.buffer) == 0 && len(s.inflight) == 0 {
+		m.removeDue(s)
+		return
+	}
+	head := s.buffer
+	if len(s.inflight) > 0 {
+		head = s.inflight
+	}
+	if r, err := chat.ParseRecord(head[0]); err == nil {
+		s.dueScore = r.ReceivedMS
+	}
+	if s.dueIdx < 0 {
+		heap.Push(&m.due, s)
+	} else {
+		heap.Fix(&m.due, s.dueIdx)
+	}
 }

@@ -117,7 +117,7 @@ func (r *Redis) AppendBatch(ctx context.Context, items []Item) ([]Appended, erro
 		cmd := cmds[gi].(*redis.Cmd)
 		if err := cmd.Err(); err != nil {
 			var rerr redis.Error
-			if !errors.As(err, &rerr) {
+			if !errors.As(err, &rerr) || isTransient(rerr) {
 				return nil, fmt.Errorf("buffer: append: %w", err)
 			}
 			// Redis refused this conversation's script (a key of the wrong
@@ -170,6 +170,17 @@ func groupByConversation(items []Item) [][]int {
 		groups[g] = append(groups[g], i)
 	}
 	return groups
+}
+
+// isTransient reports a server reply that concerns the server, not the
+// conversation: loading its data, busy with a script, failing over.
+func isTransient(err redis.Error) bool {
+	for _, p := range []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"} {
+		if strings.HasPrefix(err.Error(), p) {
+			return true
+		}
+	}
+	return false
 }
 
 func isNoScript(err error) bool {

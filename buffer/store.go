@@ -68,9 +68,10 @@ type Item struct {
 
 // Appended is the outcome of appending one Item.
 type Appended struct {
-	Dup bool  // the dedupe key was seen within the window: nothing appended
-	Len int64 // the buffer's length after the append
-	Err error // Redis refused this item's conversation (AppendBatch only)
+	Dup  bool  // the dedupe key was seen within the window: nothing appended
+	Len  int64 // the buffer's length after the append
+	Err  error // Redis refused this item's conversation (AppendBatch only)
+	Held bool  // stored in process memory only: do not ack until released (see Memory)
 }
 
 // Want says what a Claim may take.

@@ -85,7 +85,7 @@ func (q *flushQueue) run(ctx context.Context) {
 }
 
 func (q *flushQueue) flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) {
-	_, err := q.w.flusher.Flush(ctx, c, reason)
+	_, err := q.w.bufs.Flush(ctx, c, reason)
 	switch {
 	case err == nil:
 	case errors.Is(err, locking.ErrBusy):
@@ -131,7 +131,7 @@ func (w *Worker) flushManual(ctx context.Context, c chat.Conversation) FlushRepl
 	ctx, cancel := context.WithTimeout(ctx, manualFlushWait)
 	defer cancel()
 	for {
-		res, err := w.flusher.Flush(ctx, c, chat.TriggerManual)
+		res, err := w.bufs.Flush(ctx, c, chat.TriggerManual)
 		if err == nil {
 			return FlushReply{OK: true, Batches: len(res.BatchIDs), BatchIDs: res.BatchIDs}
 		}

@@ -79,15 +79,22 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		return
 	}
 
+	for i, it := range items {
+		w.held.add(it.Key, owners[i].msg)
+	}
 	res, ok := w.appendWithRetry(ctx, stop, items, owners)
 	if !ok {
+		for i, it := range items {
+			w.held.drop(it.Key, owners[i].msg)
+		}
 		return
 	}
 	var appended, dups int
 	full := map[chat.Conversation]bool{}
 	for i, r := range res {
-		p := owners[i]
+		p, key := owners[i], items[i].Key
 		if r.Err != nil {
+			w.held.drop(key, p.msg)
 			w.rejected(ctx, p, items[i], r.Err)
 			continue
 		}
@@ -96,10 +103,16 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		} else {
 			appended++
 		}
-		if err := p.msg.Ack(); err != nil {
-			w.hookNATSError(err)
-		}
 		full[items[i].Conv] = r.Len >= int64(w.cfg.BatchSize)
+		// A held message (or a copy of one still held) waits for Release.
+		if r.Held || (r.Dup && w.held.others(key, p.msg)) {
+			continue
+		}
+		if w.held.drop(key, p.msg) {
+			if err := p.msg.Ack(); err != nil {
+				w.hookNATSError(err)
+			}
+		}
 	}
 	if w.cfg.Hooks.Appended != nil {
 		w.cfg.Hooks.Appended(appended)
@@ -136,7 +149,7 @@ func (w *Worker) decode(msg jetstream.Msg) (chat.Conversation, chat.Message, err
 func (w *Worker) appendWithRetry(ctx context.Context, stop <-chan struct{}, items []buffer.Item, owners []pending) ([]buffer.Appended, bool) {
 	backoff := 50 * time.Millisecond
 	for {
-		res, err := w.store.AppendBatch(ctx, items)
+		res, err := w.bufs.AppendBatch(ctx, items)
 		if err == nil {
 			return res, true
 		}

@@ -62,6 +62,9 @@ func (c Config) withDefaults() Config {
 	if c.AppendBatch <= 0 {
 		c.AppendBatch = 256
 	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = flush.DefaultSweepInterval
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -71,12 +74,40 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Buffers is where a worker appends and what it flushes: a store with its
+// flusher (Direct), or the Redis-with-local-fallback pair (package fallback).
+type Buffers interface {
+	// AppendBatch appends; a result marked Held must not be acked before
+	// the worker's Release names its key.
+	AppendBatch(ctx context.Context, items []buffer.Item) ([]buffer.Appended, error)
+	Flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) (flush.Result, error)
+	// Sweep flushes buffers older than the flush age, once.
+	Sweep(ctx context.Context) (int, error)
+}
+
+// Direct is Buffers on one store and its flusher.
+type Direct struct {
+	Store   buffer.Store
+	Flusher *flush.Flusher
+	Sweeper *flush.Sweeper
+}
+
+func (d Direct) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffer.Appended, error) {
+	return d.Store.AppendBatch(ctx, items)
+}
+
+func (d Direct) Flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) (flush.Result, error) {
+	return d.Flusher.Flush(ctx, c, reason)
+}
+
+func (d Direct) Sweep(ctx context.Context) (int, error) { return d.Sweeper.Sweep(ctx) }
+
 // Worker is one chatbuf worker process's consuming side.
 type Worker struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	store   buffer.Store
-	flusher *flush.Flusher
+	bufs    Buffers
+	held    *holds
 	dead    *stream.DeadLetters
 	cfg     Config
 	log     *slog.Logger
@@ -85,17 +116,17 @@ type Worker struct {
 }
 
 // New returns a Worker. The streams and the consumer are created by Run.
-func New(nc *nats.Conn, js jetstream.JetStream, store buffer.Store, flusher *flush.Flusher, cfg Config) *Worker {
+func New(nc *nats.Conn, js jetstream.JetStream, bufs Buffers, cfg Config) *Worker {
 	cfg = cfg.withDefaults()
 	w := &Worker{
-		nc:      nc,
-		js:      js,
-		store:   store,
-		flusher: flusher,
-		dead:    stream.NewDeadLetters(js, cfg.Stream, nc.MaxPayload),
-		cfg:     cfg,
-		log:     cfg.Logger,
-		seed:    maphash.MakeSeed(),
+		nc:   nc,
+		js:   js,
+		bufs: bufs,
+		held: newHolds(),
+		dead: stream.NewDeadLetters(js, cfg.Stream, nc.MaxPayload),
+		cfg:  cfg,
+		log:  cfg.Logger,
+		seed: maphash.MakeSeed(),
 	}
 	w.flushes = newFlushQueue(w, 4*cfg.Concurrency*cfg.AppendBatch)
 	return w
@@ -134,8 +165,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	for range w.cfg.Concurrency {
 		fg.Go(func() { w.flushes.run(flushCtx) })
 	}
-	sweeper := flush.NewSweeper(w.flusher, w.cfg.SweepInterval, 0)
-	fg.Go(func() { _ = sweeper.Run(ctx) })
+	fg.Go(func() { w.sweep(ctx) })
+	fg.Go(func() { w.held.keepAlive(ctx, w.cfg.Stream.AckWait/3) })
 
 	w.log.Info("worker: consuming", "stream", w.cfg.Stream.InStream, "consumer", w.cfg.Stream.Consumer,
 		"concurrency", w.cfg.Concurrency, "batch_size", w.cfg.BatchSize)
@@ -147,8 +178,37 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.flushes.close()
 	stopFlushes()
 	fg.Wait()
+	if n := w.held.giveBack(); n > 0 {
+		w.log.Warn("worker: stopped with messages buffered only in local memory; given back for redelivery", "messages", n)
+	}
 	w.log.Info("worker: stopped")
 	return err
+}
+
+// sweep runs the age sweep every SweepInterval until ctx is done.
+func (w *Worker) sweep(ctx context.Context) {
+	t := time.NewTicker(w.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := w.bufs.Sweep(ctx); err != nil && ctx.Err() == nil {
+				w.log.Warn("worker: age sweep failed", "error", err)
+			}
+		}
+	}
+}
+
+// Release acks the messages held under keys: the fallback published them in
+// a batch or moved them into Redis.
+func (w *Worker) Release(keys []string) {
+	for _, m := range w.held.release(keys) {
+		if err := m.Ack(); err != nil {
+			w.hookNATSError(err)
+		}
+	}
 }
 
 // ensure creates the streams and the consumer, retrying with backoff until

@@ -54,7 +54,8 @@ func (e *env) startWorker(t *testing.T, maxAge time.Duration) (stop func()) {
 	store := buffer.NewRedis(rdb, buffer.Config{})
 	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg),
 		flush.Config{BatchSize: size, MaxAge: maxAge})
-	w := worker.New(nc, js, store, fl, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 2, SweepInterval: 100 * time.Millisecond})
+	bufs := worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0, 0)}
+	w := worker.New(nc, js, bufs, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 2, SweepInterval: 100 * time.Millisecond})
 	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -349,9 +350,6 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 			t.Errorf("%s: Nats-Msg-Id %q", tc.name, h.Get(jetstream.MsgIDHeader))
 		}
 	}
-	e.flushAll(t, []chat.Conversation{good})
-	batches := e.batchesHolding(t, 1)
-	check(t, batches, sent{"fine": good})
 	// Everything was acked: the work queue is empty.
 	st, err := e.js.Stream(context.Background(), e.cfg.InStream)
 	if err != nil {
@@ -371,6 +369,9 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	e.flushAll(t, []chat.Conversation{good})
+	batches := e.batchesHolding(t, 1)
+	check(t, batches, sent{"fine": good})
 }
 
 func TestAgeTriggerFlushesPartialBuffers(t *testing.T) {

@@ -24,6 +24,7 @@ type config struct {
 	RedisConnectTimeout duration `env:"REDIS_CONNECT_TIMEOUT" envDefault:"5s"`
 	RedisRetryOnTimeout bool     `env:"REDIS_RETRY_ON_TIMEOUT" envDefault:"true"`
 	RedisEnabled        bool     `env:"REDIS_ENABLED" envDefault:"true"`
+	RedisFallback       bool     `env:"REDIS_FALLBACK" envDefault:"true"`
 
 	NATSURL          string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
 	NATSEmbeddedAddr string `env:"NATS_EMBEDDED_ADDR" envDefault:"127.0.0.1:4222"`

@@ -24,6 +24,7 @@ type health struct {
 	redisUp   atomic.Bool
 	log       *slog.Logger
 	gauge     func(float64)
+	mode      func() string // where appends go, for the /readyz text
 }
 
 // probe pings Redis every second until ctx is done, logging changes.
@@ -63,7 +64,11 @@ func (h *health) ready() error {
 		errs = append(errs, errors.New("nats: streams not set up yet"))
 	}
 	if h.rdb != nil && !h.redisUp.Load() {
-		errs = append(errs, errors.New("redis: unreachable"))
+		msg := "redis: unreachable"
+		if h.mode != nil && h.mode() == "local" {
+			msg += " (fallback: buffering in local memory, acks held)"
+		}
+		errs = append(errs, errors.New(msg))
 	}
 	return errors.Join(errs...)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/opencontext/chatbuf/buffer"
+	"github.com/opencontext/chatbuf/fallback"
 	"github.com/opencontext/chatbuf/flush"
 	"github.com/opencontext/chatbuf/locking"
 	"github.com/opencontext/chatbuf/stream"
@@ -73,26 +74,26 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		natsURL = url
 	}
 
-	var (
-		store  buffer.Store
-		locker locking.Locker
-		rdb    *redis.Client
-	)
 	storeCfg := buffer.Config{KeyPrefix: cfg.RedisKeyPrefix, TTL: cfg.BufferTTL.D(), DedupeWindow: cfg.DedupeWindow.D()}
 	lockCfg := locking.Config{KeyPrefix: cfg.RedisKeyPrefix, Expiry: cfg.LockTTL.D()}
+	flushCfg := flush.Config{
+		BatchSize:  cfg.BufferSize,
+		MaxAge:     cfg.FlushMaxAge.D(),
+		LockExpiry: cfg.LockTTL.D(),
+		Logger:     log,
+	}
+	var rdb *redis.Client
 	if cfg.RedisEnabled {
 		rdb = redis.NewClient(redisOptions(cfg))
 		defer rdb.Close()
-		store = buffer.NewRedis(rdb, storeCfg)
-		locker = locking.NewRedis(rdb, lockCfg)
-		log.Info("redis: using", "addr", rdb.Options().Addr, "db", cfg.RedisDB, "key_prefix", cfg.RedisKeyPrefix)
+		log.Info("redis: using", "addr", rdb.Options().Addr, "db", cfg.RedisDB, "key_prefix", cfg.RedisKeyPrefix,
+			"fallback", cfg.RedisFallback)
 	} else {
-		store = buffer.NewMemory(storeCfg)
-		locker = locking.NewMemory(lockCfg)
-		log.Warn("redis: disabled (REDIS_ENABLED=false): buffers live in this process's memory; run a single worker only, and expect what is buffered to be redelivered by NATS after a crash")
+		log.Warn("redis: disabled (REDIS_ENABLED=false): buffers live in this process's memory, single instance; " +
+			"messages are acked only once published in a batch, so a crash loses nothing but dedupe memory")
 	}
 
-	m := newMetrics(store, time.Now)
+	m := newMetrics()
 	nc, err := connectNATS(natsURL, log, func(error) { m.errors.WithLabelValues("nats").Inc() })
 	if err != nil {
 		return err
@@ -103,9 +104,55 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 
+	streamCfg := stream.Config{
+		Prefix:          cfg.SubjectPrefix,
+		DuplicateWindow: cfg.DuplicateWindow.D(),
+		AckWait:         cfg.AckWait.D(),
+		MaxAckPending:   cfg.MaxAckPending,
+		Replicas:        cfg.StreamReplicas,
+		FlushedMaxAge:   cfg.FlushedMaxAge.D(),
+	}.WithDefaults()
+	sink := stream.NewSink(js, streamCfg)
+	flushCfg.Hooks = m.flushHooks()
+	side := func(store buffer.Store, locker locking.Locker) fallback.Side {
+		f := flush.New(store, locker, sink, flushCfg)
+		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0, 0)}
+	}
+	var w *worker.Worker
+	release := func(keys []string) { w.Release(keys) }
+	mem := buffer.NewMemory(storeCfg, buffer.MemoryConfig{Hold: true, OnRelease: release})
+	local := side(mem, locking.NewMemory(lockCfg))
+
+	var (
+		bufs   worker.Buffers
+		oldest func(context.Context) (time.Time, bool, error)
+		fb     *fallback.Buffers
+	)
+	switch {
+	case rdb == nil:
+		bufs, oldest = worker.Direct{Store: local.Store, Flusher: local.Flusher, Sweeper: local.Sweeper}, mem.Oldest
+		m.setMode("local")
+	case !cfg.RedisFallback:
+		shared := side(buffer.NewRedis(rdb, storeCfg), locking.NewRedis(rdb, lockCfg))
+		bufs, oldest = worker.Direct{Store: shared.Store, Flusher: shared.Flusher, Sweeper: shared.Sweeper}, shared.Store.Oldest
+		m.setMode("shared")
+	default:
+		shared := side(buffer.NewRedis(rdb, storeCfg), locking.NewRedis(rdb, lockCfg))
+		fb = fallback.New(shared, local, mem, func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, fallback.Config{
+			Logger: log,
+			OnMode: func(mode fallback.Mode) { m.setMode(string(mode)) },
+		})
+		bufs, oldest = fb, fb.Oldest
+		m.setMode("shared")
+	}
+	m.registerOldest(oldest, time.Now)
+
 	h := &health{nc: nc, log: log, gauge: m.ready.Set}
 	if rdb != nil {
 		h.rdb = rdb
+	}
+	if fb != nil {
+		h.mode = func() string { return string(fb.Mode()) }
 	}
 	probeCtx, stopProbe := context.WithCancel(context.Background())
 	defer stopProbe()
@@ -122,22 +169,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		}()
 	}
 
-	streamCfg := stream.Config{
-		Prefix:          cfg.SubjectPrefix,
-		DuplicateWindow: cfg.DuplicateWindow.D(),
-		AckWait:         cfg.AckWait.D(),
-		MaxAckPending:   cfg.MaxAckPending,
-		Replicas:        cfg.StreamReplicas,
-		FlushedMaxAge:   cfg.FlushedMaxAge.D(),
-	}.WithDefaults()
-	flusher := flush.New(store, locker, stream.NewSink(js, streamCfg), flush.Config{
-		BatchSize:  cfg.BufferSize,
-		MaxAge:     cfg.FlushMaxAge.D(),
-		LockExpiry: cfg.LockTTL.D(),
-		Logger:     log,
-		Hooks:      m.flushHooks(),
-	})
-	w := worker.New(nc, js, store, flusher, worker.Config{
+	w = worker.New(nc, js, bufs, worker.Config{
 		Stream:          streamCfg,
 		BatchSize:       cfg.BufferSize,
 		MaxMessageBytes: cfg.MaxMessageBytes,
@@ -147,6 +179,11 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		Hooks:           m.workerHooks(),
 		OnReady:         func() { h.streamsUp.Store(true) },
 	})
+	if fb != nil {
+		fbCtx, stopFB := context.WithCancel(context.Background())
+		defer stopFB()
+		go func() { _ = fb.Run(fbCtx) }()
+	}
 
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()

@@ -7,7 +7,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/opencontext/chatbuf/buffer"
 	"github.com/opencontext/chatbuf/chat"
 	"github.com/opencontext/chatbuf/flush"
 	"github.com/opencontext/chatbuf/worker"
@@ -25,9 +24,31 @@ type metrics struct {
 	flushTime  prometheus.Histogram
 	errors     *prometheus.CounterVec
 	ready      prometheus.Gauge
+	mode       *prometheus.GaugeVec
 }
 
-func newMetrics(store buffer.Store, now func() time.Time) *metrics {
+// setMode records where appends go: "shared" or "local".
+func (m *metrics) setMode(mode string) {
+	for _, x := range []string{"shared", "local"} {
+		m.mode.WithLabelValues(x).Set(boolFloat(x == mode))
+	}
+}
+
+// registerOldest exports the age of the oldest pending message.
+func (m *metrics) registerOldest(oldest func(context.Context) (time.Time, bool, error), now func() time.Time) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "chatbuf", Name: "oldest_buffer_age_seconds",
+		Help: "Age of the oldest buffered or in-flight message (0 when none)."}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		t, ok, err := oldest(ctx)
+		if err != nil || !ok {
+			return 0
+		}
+		return now().Sub(t).Seconds()
+	}))
+}
+
+func newMetrics() *metrics {
 	reg := prometheus.NewRegistry()
 	f := func(name, help string) prometheus.Opts {
 		return prometheus.Opts{Namespace: "chatbuf", Name: name, Help: help}
@@ -48,16 +69,8 @@ func newMetrics(store buffer.Store, now func() time.Time) *metrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts(f("errors_total", "Errors talking to Redis (store) or NATS, by component.")), []string{"component"}),
 		ready:  prometheus.NewGauge(prometheus.GaugeOpts(f("ready", "1 while the worker can consume and append."))),
 	}
-	oldest := prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("oldest_buffer_age_seconds", "Age of the oldest buffered or in-flight message (0 when none).")), func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		t, ok, err := store.Oldest(ctx)
-		if err != nil || !ok {
-			return 0
-		}
-		return now().Sub(t).Seconds()
-	})
-	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.errors, m.ready, oldest,
+	m.mode = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("store_mode", "1 for the store appends go to: shared (Redis) or local (process memory).")), []string{"mode"})
+	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.errors, m.ready, m.mode,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []chat.Reason{chat.ReasonTooLarge, chat.ReasonBadID, chat.ReasonBadJSON, chat.ReasonInvalid, chat.ReasonIDMismatch, worker.ReasonStoreRejected} {
 		m.dead.WithLabelValues(string(r))

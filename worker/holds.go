@@ -1,0 +1,110 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// holds tracks messages that must not be acked yet, by dedupe key: every
+// message from just before its append until the append's outcome is known,
+// and messages the fallback holds in local memory until Release. Registering
+// before the append means a Release that races ahead of the append's result
+// still finds the message.
+type holds struct {
+	mu sync.Mutex
+	m  map[string][]jetstream.Msg
+}
+
+func newHolds() *holds { return &holds{m: map[string][]jetstream.Msg{}} }
+
+func (h *holds) add(key string, m jetstream.Msg) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.m[key] = append(h.m[key], m)
+}
+
+// drop removes m from key's holds and reports whether it was there (false:
+// a Release acked it already).
+func (h *holds) drop(key string, m jetstream.Msg) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ms := h.m[key]
+	for i, x := range ms {
+		if x == m {
+			ms = append(ms[:i], ms[i+1:]...)
+			if len(ms) == 0 {
+				delete(h.m, key)
+			} else {
+				h.m[key] = ms
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// others reports whether key has held messages besides m.
+func (h *holds) others(key string, m jetstream.Msg) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, x := range h.m[key] {
+		if x != m {
+			return true
+		}
+	}
+	return false
+}
+
+// release removes and returns the messages held under keys.
+func (h *holds) release(keys []string) []jetstream.Msg {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []jetstream.Msg
+	for _, k := range keys {
+		out = append(out, h.m[k]...)
+		delete(h.m, k)
+	}
+	return out
+}
+
+// keepAlive tells the server every interval that held messages are still in
+// progress, so they are not redelivered while held, until ctx is done.
+func (h *holds) keepAlive(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(max(interval, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		var ms []jetstream.Msg
+		for _, l := range h.m {
+			ms = append(ms, l...)
+		}
+		h.mu.Unlock()
+		for _, m := range ms {
+			_ = m.InProgress()
+		}
+	}
+}
+
+// giveBack naks every held message (at shutdown: the local memory they live
+// in is going away) and returns how many there were.
+func (h *holds) giveBack() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for k, ms := range h.m {
+		for _, m := range ms {
+			_ = m.Nak()
+			n++
+		}
+		delete(h.m, k)
+	}
+	return n
+}
