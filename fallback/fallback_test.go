@@ -57,7 +57,9 @@ func TestOutageAndRecovery(t *testing.T) {
 	go func() { done <- w.Run(runCtx) }()
 	defer func() { stop(); <-done }()
 
-	conv := func(i int) chat.Conversation { return chat.Conversation{User: fmt.Sprintf("u%d", i%4), Device: "d", Agent: "a"} }
+	conv := func(i int) chat.Conversation {
+		return chat.Conversation{User: fmt.Sprintf("u%d", i%4), Device: "d", Agent: "a"}
+	}
 	publish := func(from, to int) {
 		for i := from; i < to; i++ {
 			body := fmt.Sprintf(`{"role":"user","content":"m%d","message_id":"id%d"}`, i, i)
