@@ -82,6 +82,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		LockExpiry: cfg.LockTTL.D(),
 		Logger:     log,
 	}
+	redis.SetLogger(&redisLogger{log: log, interval: 10 * time.Second})
 	var rdb *redis.Client
 	if cfg.RedisEnabled {
 		rdb = redis.NewClient(redisOptions(cfg))
