@@ -3,8 +3,11 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/opencontext/chatbuf/internal/natstest"
 )
@@ -60,5 +63,47 @@ func waitStatus(t *testing.T, w *workerProc, want int) {
 			t.Fatalf("/readyz = %d, %v; want %d", code, err, want)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Any worker answers the completion service; a plain NATS client can use it.
+func TestCompletionServiceFromWorkers(t *testing.T) {
+	s := newSystem(t, natstest.Embedded)
+	s.startWorker()
+	s.startWorker()
+	nc, err := nats.Connect(s.nats.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	req := func(subject, body string) *nats.Msg {
+		t.Helper()
+		m, err := nc.Request(subject, []byte(body), 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", subject, err)
+		}
+		return m
+	}
+	info := req("$SRV.INFO.completion", "")
+	if !strings.Contains(string(info.Data), `"name":"completion"`) {
+		t.Errorf("$SRV.INFO.completion = %s", info.Data)
+	}
+	put := req("completion.put", `{"user":"alice","key":"def main","context_hash":"h1","confidence":0.8,"suggestions":[{"text":"def main():","score":0.9,"metadata":{"n":12345678901234567890}}]}`)
+	if string(put.Data) != `{"ok":true}` {
+		t.Errorf("put = %s (%v)", put.Data, put.Header)
+	}
+	// Every worker gives the same answer: ask several times.
+	for range 4 {
+		get := req("completion.get", `{"user":"alice","key":"def main","context_hash":"h1"}`)
+		if !strings.Contains(string(get.Data), `"hit":true`) || !strings.Contains(string(get.Data), `12345678901234567890`) {
+			t.Errorf("get = %s", get.Data)
+		}
+	}
+	if other := req("completion.get", `{"user":"bob","key":"def main","context_hash":"h1"}`); !strings.Contains(string(other.Data), `"hit":false`) {
+		t.Errorf("bob sees alice's entry: %s", other.Data)
+	}
+	bad := req("completion.get", `{not json`)
+	if code := bad.Header.Get("Nats-Service-Error-Code"); code != "400" {
+		t.Errorf("bad request: error code %q, want 400", code)
 	}
 }

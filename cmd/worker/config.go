@@ -44,6 +44,13 @@ type config struct {
 	FlushedMaxAge   duration `env:"CHAT_FLUSHED_MAX_AGE" envDefault:"0"`
 	LockTTL         duration `env:"CHAT_LOCK_TTL" envDefault:"10s"`
 
+	CompletionEnabled        bool     `env:"COMPLETION_ENABLED" envDefault:"true"`
+	CompletionMaxSize        int      `env:"COMPLETION_MAX_SIZE" envDefault:"1000"`
+	CompletionTTL            duration `env:"COMPLETION_TTL" envDefault:"300s"`
+	CompletionStrategy       string   `env:"COMPLETION_STRATEGY" envDefault:"hybrid"`
+	CompletionHotThreshold   int      `env:"COMPLETION_HOT_THRESHOLD" envDefault:"5"`
+	CompletionPrecomputedTTL duration `env:"COMPLETION_PRECOMPUTED_TTL" envDefault:"1h"`
+
 	Concurrency     int      `env:"WORKER_CONCURRENCY" envDefault:"0"`
 	ShutdownTimeout duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 	MetricsAddr     string   `env:"METRICS_ADDR"` // unset: :9464; set empty: disabled
@@ -183,6 +190,19 @@ func (c config) validate(environ map[string]string) error {
 		bad("WORKER_CONCURRENCY", "must be 0 (number of CPUs) or more")
 	}
 	positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
+	if c.CompletionMaxSize < 1 {
+		bad("COMPLETION_MAX_SIZE", "must be at least 1")
+	}
+	positive("COMPLETION_TTL", c.CompletionTTL)
+	switch c.CompletionStrategy {
+	case "lru", "ttl", "hybrid":
+	default:
+		bad("COMPLETION_STRATEGY", "must be lru, ttl or hybrid")
+	}
+	if c.CompletionHotThreshold < 1 {
+		bad("COMPLETION_HOT_THRESHOLD", "must be at least 1")
+	}
+	positive("COMPLETION_PRECOMPUTED_TTL", c.CompletionPrecomputedTTL)
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
 	default:

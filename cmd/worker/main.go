@@ -14,10 +14,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/opencontext/chatbuf/buffer"
+	"github.com/opencontext/chatbuf/completion"
 	"github.com/opencontext/chatbuf/fallback"
 	"github.com/opencontext/chatbuf/flush"
 	"github.com/opencontext/chatbuf/locking"
@@ -180,6 +183,13 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		Hooks:           m.workerHooks(),
 		OnReady:         func() { h.streamsUp.Store(true) },
 	})
+	if cfg.CompletionEnabled {
+		svc, err := startCompletion(nc, rdb, cfg, log)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = svc.Stop() }()
+	}
 	if fb != nil {
 		fbCtx, stopFB := context.WithCancel(context.Background())
 		defer stopFB()
@@ -223,4 +233,36 @@ func redisOptions(cfg config) *redis.Options {
 		WriteTimeout: cfg.RedisSocketTimeout.D(),
 		MaxRetries:   retries,
 	}
+}
+
+// startCompletion serves the completion cache as the NATS micro service
+// "completion", on Redis (shared by all workers) or, with Redis disabled, in
+// memory.
+func startCompletion(nc *nats.Conn, rdb *redis.Client, cfg config, log *slog.Logger) (micro.Service, error) {
+	ccfg := completion.Config{
+		MaxSize:        cfg.CompletionMaxSize,
+		TTL:            cfg.CompletionTTL.D(),
+		Strategy:       completion.Strategy(cfg.CompletionStrategy),
+		HotThreshold:   cfg.CompletionHotThreshold,
+		PrecomputedTTL: cfg.CompletionPrecomputedTTL.D(),
+		Prefix:         cfg.RedisKeyPrefix,
+	}
+	var (
+		c   completion.Cache
+		err error
+	)
+	if rdb != nil {
+		c, err = completion.NewRedis(rdb, ccfg)
+	} else {
+		c, err = completion.NewMemory(ccfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("completion cache: %w", err)
+	}
+	svc, err := completion.NewService(nc, c, log)
+	if err != nil {
+		return nil, fmt.Errorf("completion service: %w", err)
+	}
+	log.Info("completion: serving the NATS micro service", "name", completion.ServiceName, "strategy", cfg.CompletionStrategy)
+	return svc, nil
 }
