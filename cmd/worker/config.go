@@ -52,6 +52,7 @@ type config struct {
 	CompletionPrecomputedTTL duration `env:"COMPLETION_PRECOMPUTED_TTL" envDefault:"1h"`
 
 	Concurrency     int      `env:"WORKER_CONCURRENCY" envDefault:"0"`
+	AppendBatch     int      `env:"WORKER_APPEND_BATCH" envDefault:"256"`
 	ShutdownTimeout duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 	MetricsAddr     string   `env:"METRICS_ADDR"` // unset: :9464; set empty: disabled
 	LogLevel        string   `env:"LOG_LEVEL" envDefault:"info"`
@@ -186,6 +187,9 @@ func (c config) validate(environ map[string]string) error {
 		bad("CHAT_FLUSHED_MAX_AGE", "must be 0 (keep) or a positive duration")
 	}
 	positive("CHAT_LOCK_TTL", c.LockTTL)
+	if c.AppendBatch < 1 {
+		bad("WORKER_APPEND_BATCH", "must be at least 1")
+	}
 	if c.Concurrency < 0 {
 		bad("WORKER_CONCURRENCY", "must be 0 (number of CPUs) or more")
 	}

@@ -85,11 +85,13 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		LockExpiry: cfg.LockTTL.D(),
 		Logger:     log,
 	}
+	m := newMetrics()
 	redis.SetLogger(&redisLogger{log: log, interval: 10 * time.Second})
 	var rdb *redis.Client
 	if cfg.RedisEnabled {
 		rdb = redis.NewClient(redisOptions(cfg))
 		defer rdb.Close()
+		rdb.AddHook(m.redisHook())
 		log.Info("redis: using", "addr", rdb.Options().Addr, "db", cfg.RedisDB, "key_prefix", cfg.RedisKeyPrefix,
 			"fallback", cfg.RedisFallback)
 	} else {
@@ -97,7 +99,6 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 			"messages are acked only once published in a batch, so a crash loses nothing but dedupe memory")
 	}
 
-	m := newMetrics()
 	nc, err := connectNATS(natsURL, log, func(error) { m.errors.WithLabelValues("nats").Inc() })
 	if err != nil {
 		return err
@@ -178,6 +179,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		BatchSize:       cfg.BufferSize,
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		Concurrency:     cfg.Concurrency,
+		AppendBatch:     cfg.AppendBatch,
 		SweepInterval:   cfg.SweepInterval.D(),
 		Logger:          log,
 		Hooks:           m.workerHooks(),

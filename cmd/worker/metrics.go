@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/opencontext/chatbuf/chat"
 	"github.com/opencontext/chatbuf/flush"
@@ -25,6 +26,32 @@ type metrics struct {
 	errors     *prometheus.CounterVec
 	ready      prometheus.Gauge
 	mode       *prometheus.GaugeVec
+	roundTrips prometheus.Counter
+	commands   prometheus.Counter
+}
+
+// redisHook counts Redis round trips and commands (a pipeline is one round
+// trip of many commands).
+func (m *metrics) redisHook() redis.Hook { return roundTripHook{m} }
+
+type roundTripHook struct{ m *metrics }
+
+func (h roundTripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h roundTripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.m.roundTrips.Inc()
+		h.m.commands.Inc()
+		return next(ctx, cmd)
+	}
+}
+
+func (h roundTripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.m.roundTrips.Inc()
+		h.m.commands.Add(float64(len(cmds)))
+		return next(ctx, cmds)
+	}
 }
 
 // setMode records where appends go: "shared" or "local".
@@ -69,8 +96,10 @@ func newMetrics() *metrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts(f("errors_total", "Errors talking to Redis (store) or NATS, by component.")), []string{"component"}),
 		ready:  prometheus.NewGauge(prometheus.GaugeOpts(f("ready", "1 while the worker can consume and append."))),
 	}
+	m.roundTrips = prometheus.NewCounter(prometheus.CounterOpts(f("redis_round_trips_total", "Round trips to Redis (a pipeline counts once).")))
+	m.commands = prometheus.NewCounter(prometheus.CounterOpts(f("redis_commands_total", "Commands sent to Redis, scripts included.")))
 	m.mode = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("store_mode", "1 for the store appends go to: shared (Redis) or local (process memory).")), []string{"mode"})
-	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.errors, m.ready, m.mode,
+	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.errors, m.ready, m.mode, m.roundTrips, m.commands,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []chat.Reason{chat.ReasonTooLarge, chat.ReasonBadID, chat.ReasonBadJSON, chat.ReasonInvalid, chat.ReasonIDMismatch, worker.ReasonStoreRejected} {
 		m.dead.WithLabelValues(string(r))
