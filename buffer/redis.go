@@ -30,42 +30,66 @@ func NewRedis(rdb redis.UniversalClient, cfg Config) *Redis {
 	return &Redis{rdb: rdb, keys: chat.NewKeys(cfg.KeyPrefix), cfg: cfg}
 }
 
-// appendScript appends messages of one conversation.
+// appendScript appends messages of one or more conversations.
 //
-// KEYS[1] -> buffer (LIST)
-// KEYS[2] -> dedupe (ZSET: dedupe key -> first seen, ms)
-// KEYS[3] -> due index (ZSET: tag -> oldest receive time, ms)
+// KEYS[1] -> due index (ZSET: tag -> oldest receive time, ms)
+// KEYS[2c], KEYS[2c+1] -> conversation c's buffer (LIST) and dedupe keys
+// (ZSET: dedupe key -> first seen, ms), for c = 1..C
 // ARGV[1] -> now, ms
 // ARGV[2] -> dedupe window, ms
 // ARGV[3] -> buffer TTL, ms
-// ARGV[4] -> the conversation's tag
-// ARGV[5..] -> pairs: dedupe key, record
+// ARGV[4..] -> per conversation: its tag, its message count k, then k pairs
+// (dedupe key, record)
 //
-// Output: {buffer length, then per message 1 (appended) or 0 (duplicate)}
-// Time complexity: O(k log n) for k messages, n dedupe keys in the window.
+// Output: per conversation {buffer length, then per message 1 (appended) or
+// 0 (duplicate)}, concatenated.
+// Time complexity: O(k log n) per conversation of k messages, n dedupe keys
+// in the window. Dedupe keys older than the window are trimmed on about one
+// call in eight (and never counted as seen), which keeps the common path at
+// two commands per message.
 var appendScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[2])))
-local out = {0}
-local first = nil
-for i = 5, #ARGV, 2 do
-  if redis.call('ZSCORE', KEYS[2], ARGV[i]) then
-    out[#out + 1] = 0
-  else
-    redis.call('ZADD', KEYS[2], now, ARGV[i])
-    redis.call('RPUSH', KEYS[1], ARGV[i + 1])
-    first = first or ARGV[i + 1]
-    out[#out + 1] = 1
+local horizon = now - tonumber(ARGV[2])
+local trim = now % 8 == 0
+local out = {}
+local a = 4
+for c = 1, (#KEYS - 1) / 2 do
+  local buf, dd = KEYS[2 * c], KEYS[2 * c + 1]
+  local tag, k = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  if trim then
+    redis.call('ZREMRANGEBYSCORE', dd, '-inf', '(' .. horizon)
   end
+  local at = #out + 1
+  out[at] = 0
+  local n, first = nil, nil
+  for i = a, a + 2 * k - 1, 2 do
+    local fresh = redis.call('ZADD', dd, 'NX', now, ARGV[i]) == 1
+    if not fresh and tonumber(redis.call('ZSCORE', dd, ARGV[i])) < horizon then
+      redis.call('ZADD', dd, 'XX', now, ARGV[i])
+      fresh = true
+    end
+    if fresh then
+      n = redis.call('RPUSH', buf, ARGV[i + 1])
+      first = first or ARGV[i + 1]
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
+  a = a + 2 * k
+  if first then
+    redis.call('PEXPIRE', buf, ARGV[3])
+    redis.call('ZADD', KEYS[1], 'NX', string.match(first, '^%d+'), tag)
+  end
+  redis.call('PEXPIRE', dd, ARGV[2])
+  out[at] = n or redis.call('LLEN', buf)
 end
-if first then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  redis.call('ZADD', KEYS[3], 'NX', string.match(first, '^%d+'), ARGV[4])
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-out[1] = redis.call('LLEN', KEYS[1])
 return out
 `)
+
+// convsPerScript bounds how many conversations one appendScript call takes.
+const convsPerScript = 64
 
 // Append implements Store.
 func (r *Redis) Append(ctx context.Context, it Item) (Appended, error) {
@@ -76,26 +100,42 @@ func (r *Redis) Append(ctx context.Context, it Item) (Appended, error) {
 	return res[0], res[0].Err
 }
 
-// AppendBatch implements Store: one script call per conversation (items of
-// one conversation keep their order), all in one pipeline.
+// AppendBatch implements Store: the conversations' messages go to
+// appendScript in chunks of convsPerScript conversations (items of one
+// conversation keep their order), all chunks in one pipeline. On Redis
+// Cluster each call takes one conversation, so that a script touches one
+// slot.
 func (r *Redis) AppendBatch(ctx context.Context, items []Item) ([]Appended, error) {
 	if len(items) == 0 {
 		return nil, nil
 	}
 	groups := groupByConversation(items)
+	per := convsPerScript
+	if _, cluster := r.rdb.(*redis.ClusterClient); cluster {
+		per = 1
+	}
+	var chunks [][][]int
+	for i := 0; i < len(groups); i += per {
+		chunks = append(chunks, groups[i:min(i+per, len(groups))])
+	}
 	now := strconv.FormatInt(r.cfg.Now().UnixMilli(), 10)
 	window := strconv.FormatInt(r.cfg.DedupeWindow.Milliseconds(), 10)
 	ttl := strconv.FormatInt(r.cfg.TTL.Milliseconds(), 10)
 
 	run := func() []redis.Cmder {
 		pipe := r.rdb.Pipeline()
-		for _, g := range groups {
-			c := items[g[0]].Conv
-			keys := []string{r.keys.Buffer(c), r.keys.Dedupe(c), r.keys.Due()}
-			args := make([]any, 0, 4+2*len(g))
-			args = append(args, now, window, ttl, c.Tag())
-			for _, i := range g {
-				args = append(args, items[i].Key, items[i].Record)
+		for _, chunk := range chunks {
+			keys := make([]string, 1, 1+2*len(chunk))
+			keys[0] = r.keys.Due()
+			args := make([]any, 0, 3+2*len(chunk)+2*len(items))
+			args = append(args, now, window, ttl)
+			for _, g := range chunk {
+				c := items[g[0]].Conv
+				keys = append(keys, r.keys.Buffer(c), r.keys.Dedupe(c))
+				args = append(args, c.Tag(), len(g))
+				for _, i := range g {
+					args = append(args, items[i].Key, items[i].Record)
+				}
 			}
 			appendScript.EvalSha(ctx, pipe, keys, args...)
 		}
@@ -113,40 +153,114 @@ func (r *Redis) AppendBatch(ctx context.Context, items []Item) ([]Appended, erro
 	}
 
 	out := make([]Appended, len(items))
-	for gi, g := range groups {
-		cmd := cmds[gi].(*redis.Cmd)
+	for ci, chunk := range chunks {
+		cmd := cmds[ci].(*redis.Cmd)
 		if err := cmd.Err(); err != nil {
 			var rerr redis.Error
 			if !errors.As(err, &rerr) || isTransient(rerr) {
 				return nil, fmt.Errorf("buffer: append: %w", err)
 			}
-			// Redis refused this conversation's script (a key of the wrong
-			// type, say): report it on its items, keep the others.
-			err = fmt.Errorf("buffer: append to %s: %w", items[g[0]].Conv, err)
-			for _, i := range g {
+			if len(chunk) > 1 {
+				// Redis refused one of several conversations (a key of the
+				// wrong type, say): the script stopped there, having
+				// appended the ones before. Redo them one by one to find
+				// it; what was appended is deduplicated.
+				sub := make([]Item, 0)
+				var idx []int
+				for _, g := range chunk {
+					for _, i := range g {
+						sub = append(sub, items[i])
+						idx = append(idx, i)
+					}
+				}
+				res, err := r.appendEach(ctx, sub)
+				if err != nil {
+					return nil, err
+				}
+				for j, i := range idx {
+					out[i] = res[j]
+				}
+				continue
+			}
+			err = fmt.Errorf("buffer: append to %s: %w", items[chunk[0][0]].Conv, err)
+			for _, i := range chunk[0] {
 				out[i].Err = err
 			}
 			continue
 		}
 		vals, err := cmd.Int64Slice()
-		if err != nil || len(vals) != len(g)+1 {
+		want := 0
+		for _, g := range chunk {
+			want += len(g) + 1
+		}
+		if err != nil || len(vals) != want {
 			return nil, fmt.Errorf("buffer: append: unexpected reply %v (%v)", vals, err)
 		}
-		for j, i := range g {
-			out[i] = Appended{Dup: vals[j+1] == 0, Len: vals[0]}
+		v := 0
+		for _, g := range chunk {
+			n := vals[v]
+			for j, i := range g {
+				out[i] = Appended{Dup: vals[v+1+j] == 0}
+			}
+			// Each item's length as it was after it.
+			for j := len(g) - 1; j >= 0; j-- {
+				out[g[j]].Len = n
+				if !out[g[j]].Dup {
+					n--
+				}
+			}
+			v += len(g) + 1
 		}
 	}
-	// Within a conversation, report each item's length as it was after it.
-	for _, g := range groups {
-		if out[g[0]].Err != nil {
-			continue
+	return out, nil
+}
+
+// appendEach appends items one conversation per script call.
+func (r *Redis) appendEach(ctx context.Context, items []Item) ([]Appended, error) {
+	out := make([]Appended, len(items))
+	for _, g := range groupByConversation(items) {
+		sub := make([]Item, len(g))
+		for j, i := range g {
+			sub[j] = items[i]
 		}
-		n := out[g[len(g)-1]].Len
-		for j := len(g) - 1; j >= 0; j-- {
-			out[g[j]].Len = n
-			if !out[g[j]].Dup {
-				n--
-			}
+		res, err := r.appendOne(ctx, sub)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range g {
+			out[i] = res[j]
+		}
+	}
+	return out, nil
+}
+
+// appendOne appends the items of one conversation in one script call.
+func (r *Redis) appendOne(ctx context.Context, items []Item) ([]Appended, error) {
+	c := items[0].Conv
+	args := []any{r.cfg.Now().UnixMilli(), r.cfg.DedupeWindow.Milliseconds(), r.cfg.TTL.Milliseconds(), c.Tag(), len(items)}
+	for _, it := range items {
+		args = append(args, it.Key, it.Record)
+	}
+	vals, err := appendScript.Run(ctx, r.rdb, []string{r.keys.Due(), r.keys.Buffer(c), r.keys.Dedupe(c)}, args...).Int64Slice()
+	out := make([]Appended, len(items))
+	if err != nil {
+		var rerr redis.Error
+		if !errors.As(err, &rerr) || isTransient(rerr) {
+			return nil, fmt.Errorf("buffer: append: %w", err)
+		}
+		for i := range out {
+			out[i].Err = fmt.Errorf("buffer: append to %s: %w", c, err)
+		}
+		return out, nil
+	}
+	if len(vals) != len(items)+1 {
+		return nil, fmt.Errorf("buffer: append: unexpected reply %v", vals)
+	}
+	n := vals[0]
+	for j := len(items) - 1; j >= 0; j-- {
+		out[j] = Appended{Dup: vals[j+1] == 0, Len: n}
+		if !out[j].Dup {
+			n--
 		}
 	}
 	return out, nil
