@@ -28,7 +28,7 @@ type Memory struct {
 	due   dueHeap
 }
 
-var _ Store = (*Memory)(nil)
+var _ ManyStore = (*Memory)(nil)
 
 // MemoryConfig adds the in-memory store's own options to Config.
 type MemoryConfig struct {
@@ -445,4 +445,28 @@ func (m *Memory) fixDue(s *memConv) {
 	} else {
 		heap.Fix(&m.due, s.dueIdx)
 	}
+}
+
+// ClaimMany implements ManyStore.
+func (m *Memory) ClaimMany(ctx context.Context, reqs []ClaimReq) ([]Batch, []error, error) {
+	batches, errs := make([]Batch, len(reqs)), make([]error, len(reqs))
+	for i, q := range reqs {
+		batches[i], errs[i] = m.Claim(ctx, q.Conv, q.Fence, q.Want)
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+	}
+	return batches, errs, nil
+}
+
+// CommitMany implements ManyStore.
+func (m *Memory) CommitMany(ctx context.Context, reqs []CommitReq) ([]int64, []error, error) {
+	left, errs := make([]int64, len(reqs)), make([]error, len(reqs))
+	for i, q := range reqs {
+		left[i], errs[i] = m.Commit(ctx, q.Conv, q.Fence, q.Token, q.Pos)
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+	}
+	return left, errs, nil
 }

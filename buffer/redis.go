@@ -22,7 +22,7 @@ type Redis struct {
 	cfg  Config
 }
 
-var _ Store = (*Redis)(nil)
+var _ ManyStore = (*Redis)(nil)
 
 // NewRedis returns a Store on rdb.
 func NewRedis(rdb redis.UniversalClient, cfg Config) *Redis {
@@ -362,13 +362,21 @@ func (r *Redis) Claim(ctx context.Context, c chat.Conversation, fence int64, w W
 	if w.Max <= 0 {
 		return Batch{}, fmt.Errorf("buffer: claim: max %d, want > 0", w.Max)
 	}
+	keys, args := r.claimArgs(c, fence, w)
+	v, err := claimScript.Run(ctx, r.rdb, keys, args...).Slice()
+	return claimResult(c, v, err)
+}
+
+func (r *Redis) claimArgs(c chat.Conversation, fence int64, w Want) ([]string, []any) {
 	var before int64
 	if !w.Before.IsZero() {
 		before = w.Before.UnixMilli()
 	}
-	keys := []string{r.keys.Buffer(c), r.keys.Inflight(c), r.keys.Meta(c), r.keys.Due()}
-	v, err := claimScript.Run(ctx, r.rdb, keys, fence, w.Max, w.Min, before, string(w.Reason),
-		r.cfg.Now().UnixMilli(), r.cfg.TTL.Milliseconds(), c.Tag()).Slice()
+	return []string{r.keys.Buffer(c), r.keys.Inflight(c), r.keys.Meta(c), r.keys.Due()},
+		[]any{fence, w.Max, w.Min, before, string(w.Reason), r.cfg.Now().UnixMilli(), r.cfg.TTL.Milliseconds(), c.Tag()}
+}
+
+func claimResult(c chat.Conversation, v []any, err error) (Batch, error) {
 	if err != nil {
 		return Batch{}, fmt.Errorf("buffer: claim %s: %w", c, err)
 	}
@@ -386,6 +394,36 @@ func (r *Redis) Claim(ctx context.Context, c chat.Conversation, fence int64, w W
 	default:
 		return Batch{}, fmt.Errorf("buffer: claim %s: unexpected reply code %d", c, code)
 	}
+}
+
+// ClaimMany implements ManyStore: one pipelined round trip.
+func (r *Redis) ClaimMany(ctx context.Context, reqs []ClaimReq) ([]Batch, []error, error) {
+	run := func() ([]*redis.Cmd, error) {
+		pipe := r.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(reqs))
+		for i, q := range reqs {
+			keys, args := r.claimArgs(q.Conv, q.Fence, q.Want)
+			cmds[i] = claimScript.EvalSha(ctx, pipe, keys, args...)
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := run()
+	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return isNoScript(c.Err()) }) {
+		if err := claimScript.Load(ctx, r.rdb).Err(); err != nil {
+			return nil, nil, fmt.Errorf("buffer: claim: load script: %w", err)
+		}
+		cmds, err = run()
+	}
+	if err != nil && !errors.As(err, new(redis.Error)) {
+		return nil, nil, fmt.Errorf("buffer: claim many: %w", err)
+	}
+	batches, errs := make([]Batch, len(reqs)), make([]error, len(reqs))
+	for i, cmd := range cmds {
+		v, err := cmd.Slice()
+		batches[i], errs[i] = claimResult(reqs[i].Conv, v, err)
+	}
+	return batches, errs, nil
 }
 
 func parseClaim(resumed bool, v []any) (Batch, error) {
@@ -454,8 +492,17 @@ return n
 
 // Commit implements Store.
 func (r *Redis) Commit(ctx context.Context, c chat.Conversation, fence, token int64, pos uint64) (int64, error) {
-	keys := []string{r.keys.Inflight(c), r.keys.Meta(c), r.keys.Buffer(c), r.keys.Due()}
-	n, err := commitScript.Run(ctx, r.rdb, keys, fence, token, strconv.FormatUint(pos, 10), c.Tag()).Int64()
+	keys, args := r.commitArgs(CommitReq{Conv: c, Fence: fence, Token: token, Pos: pos})
+	n, err := commitScript.Run(ctx, r.rdb, keys, args...).Int64()
+	return commitResult(c, n, err)
+}
+
+func (r *Redis) commitArgs(q CommitReq) ([]string, []any) {
+	return []string{r.keys.Inflight(q.Conv), r.keys.Meta(q.Conv), r.keys.Buffer(q.Conv), r.keys.Due()},
+		[]any{q.Fence, q.Token, strconv.FormatUint(q.Pos, 10), q.Conv.Tag()}
+}
+
+func commitResult(c chat.Conversation, n int64, err error) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("buffer: commit %s: %w", c, err)
 	}
@@ -469,6 +516,36 @@ func (r *Redis) Commit(ctx context.Context, c chat.Conversation, fence, token in
 	default:
 		return 0, fmt.Errorf("buffer: commit %s: unexpected reply %d", c, n)
 	}
+}
+
+// CommitMany implements ManyStore: one pipelined round trip.
+func (r *Redis) CommitMany(ctx context.Context, reqs []CommitReq) ([]int64, []error, error) {
+	run := func() ([]*redis.Cmd, error) {
+		pipe := r.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(reqs))
+		for i, q := range reqs {
+			keys, args := r.commitArgs(q)
+			cmds[i] = commitScript.EvalSha(ctx, pipe, keys, args...)
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := run()
+	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return isNoScript(c.Err()) }) {
+		if err := commitScript.Load(ctx, r.rdb).Err(); err != nil {
+			return nil, nil, fmt.Errorf("buffer: commit: load script: %w", err)
+		}
+		cmds, err = run()
+	}
+	if err != nil && !errors.As(err, new(redis.Error)) {
+		return nil, nil, fmt.Errorf("buffer: commit many: %w", err)
+	}
+	left, errs := make([]int64, len(reqs)), make([]error, len(reqs))
+	for i, cmd := range cmds {
+		n, err := cmd.Int64()
+		left[i], errs[i] = commitResult(reqs[i].Conv, n, err)
+	}
+	return left, errs, nil
 }
 
 // Due implements Store: one ZRANGE BYSCORE, O(log n + limit).

@@ -130,3 +130,27 @@ type Store interface {
 func nextToken(last int64, now time.Time) int64 {
 	return max(last+1, now.UnixMilli())
 }
+
+// ClaimReq is one conversation's claim in ClaimMany.
+type ClaimReq struct {
+	Conv  chat.Conversation
+	Fence int64
+	Want  Want
+}
+
+// CommitReq is one batch's commit in CommitMany.
+type CommitReq struct {
+	Conv  chat.Conversation
+	Fence int64
+	Token int64
+	Pos   uint64
+}
+
+// ManyStore claims and commits the batches of many conversations in one go
+// (one round trip for Redis). Per-request failures (ErrFenced, ErrNoBatch, a
+// refused script) are in errs; err is for the whole call.
+type ManyStore interface {
+	Store
+	ClaimMany(ctx context.Context, reqs []ClaimReq) (batches []Batch, errs []error, err error)
+	CommitMany(ctx context.Context, reqs []CommitReq) (remaining []int64, errs []error, err error)
+}

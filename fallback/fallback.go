@@ -124,6 +124,14 @@ func (b *Buffers) Flush(ctx context.Context, c chat.Conversation, reason chat.Tr
 	return b.shared.Flusher.Flush(ctx, c, reason)
 }
 
+// FlushMany flushes many conversations on the side appends currently go to.
+func (b *Buffers) FlushMany(ctx context.Context, cs []chat.Conversation, reason chat.Trigger) (flush.Result, []chat.Conversation, error) {
+	if b.isLocal.Load() {
+		return b.local.Flusher.FlushMany(ctx, cs, reason)
+	}
+	return b.shared.Flusher.FlushMany(ctx, cs, reason)
+}
+
 // Sweep runs one age sweep on the current side.
 func (b *Buffers) Sweep(ctx context.Context) (int, error) {
 	if b.isLocal.Load() {

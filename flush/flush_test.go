@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -279,4 +280,55 @@ func TestSweeperFlushesOldBuffers(t *testing.T) {
 	if _, ok, _ := store.Oldest(ctx); ok {
 		t.Error("due index not empty after the sweeps")
 	}
+}
+
+// The bulk path: eight goroutines append to 50 conversations and flush the
+// full ones in groups, racing each other for the locks.
+func TestFlushManyExactlyOnce(t *testing.T) {
+	ctx := context.Background()
+	store, srv := redisStore(t, nil)
+	sink := newSink()
+	const size = 10
+	f := flush.New(store, locking.NewRedis(srv.Client(t), locking.Config{}), sink, flush.Config{BatchSize: size})
+	convs := make([]chat.Conversation, 50)
+	for i := range convs {
+		convs[i] = chat.Conversation{User: fmt.Sprintf("u%d", i), Device: "d", Agent: "a"}
+	}
+	app := newAppender()
+	var wg sync.WaitGroup
+	var busy atomic.Int64
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 100 {
+				var full []chat.Conversation
+				for j := range 5 {
+					c := convs[(w*11+i*5+j)%len(convs)]
+					res := app.append(t, store, c, 1+(i+j)%4, time.Now())
+					if len(res) > 0 && res[len(res)-1].Len >= size && !slices.Contains(full, c) {
+						full = append(full, c)
+					}
+				}
+				if len(full) == 0 {
+					continue
+				}
+				_, b, err := f.FlushMany(ctx, full, chat.TriggerSize)
+				if err != nil {
+					t.Errorf("FlushMany: %v", err)
+				}
+				busy.Add(int64(len(b)))
+			}
+		})
+	}
+	wg.Wait()
+	for {
+		_, b, err := f.FlushMany(ctx, convs, chat.TriggerManual)
+		if err != nil {
+			t.Fatalf("final FlushMany: %v", err)
+		}
+		if len(b) == 0 {
+			break
+		}
+	}
+	checkExactlyOnce(t, sink, size, app.sent)
+	t.Logf("%d messages, %d batches, %d busy", len(app.sent), len(sink.batches), busy.Load())
 }

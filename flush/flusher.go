@@ -37,6 +37,8 @@ type Out struct {
 	// store knows it (0: none known). A sink that can compare-and-set
 	// publishes only while it still is the conversation's last batch.
 	After uint64
+
+	messages int
 }
 
 // Sink delivers batches downstream.
@@ -159,24 +161,14 @@ func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64
 	if b.Token == 0 {
 		return "", 0, nil
 	}
-	records := make([]chat.Record, len(b.Records))
-	for i, raw := range b.Records {
-		if records[i], err = chat.ParseRecord(raw); err != nil {
-			f.hookError("claim", err)
-			return "", 0, fmt.Errorf("flush: %s: %w", c, err)
-		}
-	}
-	out := Out{
-		Conv:   c,
-		ID:     chat.BatchID(c, b.Token),
-		Token:  b.Token,
-		Reason: b.Reason,
-		Data:   chat.EncodeBatch(c, b.Token, b.Reason, b.Created, records),
-		After:  b.After,
+	out, err := f.out(c, b)
+	if err != nil {
+		f.hookError("claim", err)
+		return "", 0, err
 	}
 	log := f.cfg.Logger.With(logConv(c, slog.String("batch_id", out.ID))...)
 	if b.Resumed {
-		log.Info("flush: resuming a batch claimed by a flusher that did not finish", "reason", b.Reason, "messages", len(records))
+		log.Info("flush: resuming a batch claimed by a flusher that did not finish", "reason", b.Reason, "messages", out.messages)
 	}
 	pos, err := f.sink.Publish(ctx, out)
 	if err != nil {
@@ -189,9 +181,9 @@ func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64
 		return "", 0, fmt.Errorf("flush: commit %s: %w", out.ID, err)
 	}
 	d := time.Since(start)
-	log.Debug("flush: batch published", "reason", b.Reason, "messages", len(records), "position", pos, "duration", d)
+	log.Debug("flush: batch published", "reason", b.Reason, "messages", out.messages, "position", pos, "duration", d)
 	if f.cfg.Hooks.Batch != nil {
-		f.cfg.Hooks.Batch(b.Reason, len(records), d)
+		f.cfg.Hooks.Batch(b.Reason, out.messages, d)
 	}
 	return out.ID, remaining, nil
 }

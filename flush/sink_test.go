@@ -116,3 +116,12 @@ func checkExactlyOnce(t *testing.T, s *recordingSink, size int, want map[uint64]
 }
 
 var errSinkDown = fmt.Errorf("sink down")
+
+// PublishMany makes recordingSink a flush.ManySink.
+func (s *recordingSink) PublishMany(ctx context.Context, outs []flush.Out) ([]uint64, []error) {
+	pos, errs := make([]uint64, len(outs)), make([]error, len(outs))
+	for i, o := range outs {
+		pos[i], errs[i] = s.Publish(ctx, o)
+	}
+	return pos, errs
+}

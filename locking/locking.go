@@ -30,6 +30,14 @@ type Locker interface {
 	TryLock(ctx context.Context, c chat.Conversation) (Lock, error)
 }
 
+// ManyLocker takes many conversations' locks in one go (one round trip for
+// Redis). Busy conversations get a nil Lock.
+type ManyLocker interface {
+	Locker
+	TryLockMany(ctx context.Context, cs []chat.Conversation) ([]Lock, error)
+	UnlockMany(ctx context.Context, locks []Lock) error
+}
+
 // Lock is a held flush lock.
 type Lock interface {
 	// Fence is the lock's fencing token.

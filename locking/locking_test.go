@@ -96,6 +96,40 @@ func runConformance(t *testing.T, open func(t *testing.T) fixture) {
 		}
 	})
 
+	t.Run("many locks in one go", func(t *testing.T) {
+		f := open(t)
+		ml, ok := f.locker.(locking.ManyLocker)
+		if !ok {
+			t.Fatalf("%T is not a ManyLocker", f.locker)
+		}
+		held := mustLock(t, f.locker, bob)
+		locks, err := ml.TryLockMany(ctx, []chat.Conversation{alice, bob})
+		if err != nil {
+			t.Fatalf("TryLockMany: %v", err)
+		}
+		if locks[0] == nil || locks[1] != nil {
+			t.Fatalf("TryLockMany = %v; want alice locked, bob busy", locks)
+		}
+		if locks[0].Fence() <= held.Fence() && locks[0].Fence() == 0 {
+			t.Errorf("fence %d", locks[0].Fence())
+		}
+		if _, err := f.locker.TryLock(ctx, alice); !errors.Is(err, locking.ErrBusy) {
+			t.Errorf("TryLock of a lock taken by TryLockMany: %v, want ErrBusy", err)
+		}
+		if err := locks[0].Extend(ctx); err != nil {
+			t.Errorf("Extend of a lock taken by TryLockMany: %v", err)
+		}
+		if err := ml.UnlockMany(ctx, locks); err != nil {
+			t.Errorf("UnlockMany: %v", err)
+		}
+		again := mustLock(t, f.locker, alice)
+		if again.Fence() <= locks[0].Fence() {
+			t.Errorf("fence after UnlockMany %d, want > %d", again.Fence(), locks[0].Fence())
+		}
+		_ = again.Unlock(ctx)
+		_ = held.Unlock(ctx)
+	})
+
 	t.Run("an expired owner is replaced and cannot act", func(t *testing.T) {
 		f := open(t)
 		stale := mustLock(t, f.locker, alice)

@@ -2,6 +2,7 @@ package locking
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -19,7 +20,7 @@ type Memory struct {
 	fences map[chat.Conversation]int64
 }
 
-var _ Locker = (*Memory)(nil)
+var _ ManyLocker = (*Memory)(nil)
 
 // NewMemory returns an in-memory Locker.
 func NewMemory(cfg Config) *Memory {
@@ -88,6 +89,36 @@ func (l *memLock) Unlock(ctx context.Context) error {
 		delete(l.m.held, l.c)
 	}
 	if !ok {
+		return ErrLost
+	}
+	return nil
+}
+
+// TryLockMany implements ManyLocker.
+func (m *Memory) TryLockMany(ctx context.Context, cs []chat.Conversation) ([]Lock, error) {
+	locks := make([]Lock, len(cs))
+	for i, c := range cs {
+		l, err := m.TryLock(ctx, c)
+		switch {
+		case err == nil:
+			locks[i] = l
+		case errors.Is(err, ErrBusy):
+		default:
+			return nil, err
+		}
+	}
+	return locks, nil
+}
+
+// UnlockMany implements ManyLocker.
+func (m *Memory) UnlockMany(ctx context.Context, locks []Lock) error {
+	var lost bool
+	for _, l := range locks {
+		if l != nil {
+			lost = l.Unlock(ctx) != nil || lost
+		}
+	}
+	if lost {
 		return ErrLost
 	}
 	return nil

@@ -2,8 +2,12 @@ package locking
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
@@ -23,7 +27,7 @@ type Redis struct {
 	now    func() time.Time
 }
 
-var _ Locker = (*Redis)(nil)
+var _ ManyLocker = (*Redis)(nil)
 
 // Config tunes a Locker. Zero values mean the defaults.
 type Config struct {
@@ -93,16 +97,142 @@ func (r *Redis) TryLock(ctx context.Context, c chat.Conversation) (Lock, error) 
 		_, _ = m.UnlockContext(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("locking: fence %s: %w", c, err)
 	}
-	return &redisLock{m: m, fence: fence}, nil
+	return &redisLock{m: m, fence: fence, until: m.Until()}, nil
+}
+
+// lockManyScript takes a conversation's lock the way redsync does (SET NX
+// PX with a random value) and hands out its next fencing token.
+//
+// KEYS[1] -> the lock (STRING, redsync's format)
+// KEYS[2] -> fence counter (STRING)
+// ARGV[1] -> the owner's random value
+// ARGV[2] -> lock expiry, ms
+// ARGV[3] -> now, ms
+// ARGV[4] -> TTL of the fence counter, ms
+//
+// Output: 0 when the lock is held by another owner, else the fencing token.
+// Time complexity: O(1).
+var lockManyScript = redis.NewScript(`
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+local v = redis.call('INCR', KEYS[2])
+local now = tonumber(ARGV[3])
+if v < now then
+  redis.call('SET', KEYS[2], ARGV[3])
+  v = now
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return v
+`)
+
+// TryLockMany implements ManyLocker: one pipelined round trip. The locks
+// are redsync locks (same key, value and expiry format); Extend and Unlock
+// go through redsync.
+func (r *Redis) TryLockMany(ctx context.Context, cs []chat.Conversation) ([]Lock, error) {
+	values := make([]string, len(cs))
+	start := r.now()
+	pipe := r.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(cs))
+	for i, c := range cs {
+		v, err := randomValue()
+		if err != nil {
+			return nil, err
+		}
+		values[i] = v
+		cmds[i] = lockManyScript.EvalSha(ctx, pipe, []string{r.keys.Lock(c), r.keys.Fence(c)},
+			v, r.expiry.Milliseconds(), start.UnixMilli(), fenceTTL.Milliseconds())
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !isNoScript(err) && !errors.As(err, new(redis.Error)) {
+		return nil, fmt.Errorf("locking: lock many: %w", err)
+	}
+	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return isNoScript(c.Err()) }) {
+		if err := lockManyScript.Load(ctx, r.rdb).Err(); err != nil {
+			return nil, fmt.Errorf("locking: load script: %w", err)
+		}
+		return r.TryLockMany(ctx, cs)
+	}
+	// As redsync does: the lock is good until its expiry less the time
+	// taken and a 1% drift allowance.
+	until := start.Add(r.expiry - time.Since(start) - r.expiry/100)
+	locks := make([]Lock, len(cs))
+	for i, c := range cs {
+		fence, err := cmds[i].Int64()
+		if err != nil {
+			return nil, fmt.Errorf("locking: lock %s: %w", c, err)
+		}
+		if fence == 0 {
+			continue
+		}
+		m := r.rs.NewMutex(r.keys.Lock(c), redsync.WithExpiry(r.expiry), redsync.WithTries(1), redsync.WithValue(values[i]))
+		locks[i] = &redisLock{m: m, fence: fence, until: until}
+	}
+	return locks, nil
+}
+
+// unlockScript is redsync's release: delete the lock if it still holds the
+// owner's value.
+//
+// KEYS[1] -> the lock
+// ARGV[1] -> the owner's value
+//
+// Output: 1 released; 0 held by another owner; -1 expired.
+// Time complexity: O(1).
+var unlockScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if v == false then return -1 end
+return 0
+`)
+
+// UnlockMany implements ManyLocker: one pipelined round trip. Nil locks are
+// skipped; it returns ErrLost if any lock was no longer held.
+func (r *Redis) UnlockMany(ctx context.Context, locks []Lock) error {
+	pipe := r.rdb.Pipeline()
+	var cmds []*redis.Cmd
+	for _, l := range locks {
+		if rl, ok := l.(*redisLock); ok && rl != nil {
+			cmds = append(cmds, unlockScript.Eval(ctx, pipe, []string{rl.m.Name()}, rl.m.Value()))
+		}
+	}
+	if len(cmds) == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.As(err, new(redis.Error)) {
+		return fmt.Errorf("locking: unlock many: %w", err)
+	}
+	lost := false
+	for _, c := range cmds {
+		n, err := c.Int64()
+		if err != nil {
+			return fmt.Errorf("locking: unlock many: %w", err)
+		}
+		lost = lost || n != 1
+	}
+	if lost {
+		return ErrLost
+	}
+	return nil
+}
+
+func randomValue() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("locking: random value: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(b), nil
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
 }
 
 type redisLock struct {
 	m     *redsync.Mutex
 	fence int64
+	until time.Time
 }
 
 func (l *redisLock) Fence() int64     { return l.fence }
-func (l *redisLock) Until() time.Time { return l.m.Until() }
+func (l *redisLock) Until() time.Time { return l.until }
 
 func (l *redisLock) Extend(ctx context.Context) error {
 	ok, err := l.m.ExtendContext(ctx)
@@ -112,6 +242,7 @@ func (l *redisLock) Extend(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("locking: extend %s: %w", l.m.Name(), errors.Join(ErrLost, err))
 	}
+	l.until = l.m.Until()
 	return nil
 }
 

@@ -30,7 +30,7 @@ type Sink struct {
 	stream jetstream.Stream
 }
 
-var _ flush.Sink = (*Sink)(nil)
+var _ flush.ManySink = (*Sink)(nil)
 
 // NewSink returns a Sink on js.
 func NewSink(js jetstream.JetStream, cfg Config) *Sink {
@@ -100,4 +100,41 @@ func isWrongLastSeq(err error) bool {
 	return errors.As(err, &apiErr) &&
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// PublishMany implements flush.ManySink: every batch is published
+// asynchronously and the PubAcks are awaited together, so many batches cost
+// about one round trip. A batch the stream refuses for its expected last
+// sequence goes through Publish, which sorts it out.
+func (s *Sink) PublishMany(ctx context.Context, outs []flush.Out) ([]uint64, []error) {
+	pos, errs := make([]uint64, len(outs)), make([]error, len(outs))
+	futures := make([]jetstream.PubAckFuture, len(outs))
+	for i, b := range outs {
+		msg := &nats.Msg{Subject: s.cfg.Flushed(b.Conv), Data: b.Data, Header: nats.Header{}}
+		msg.Header.Set(HeaderToken, strconv.FormatInt(b.Token, 10))
+		f, err := s.js.PublishMsgAsync(msg, jetstream.WithMsgID(b.ID), jetstream.WithExpectLastSequencePerSubject(b.After))
+		if err != nil {
+			errs[i] = fmt.Errorf("stream: publish batch %s: %w", b.ID, err)
+			continue
+		}
+		futures[i] = f
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case ack := <-f.Ok():
+			pos[i] = ack.Sequence
+		case err := <-f.Err():
+			if isWrongLastSeq(err) {
+				pos[i], errs[i] = s.Publish(ctx, outs[i])
+			} else {
+				errs[i] = fmt.Errorf("stream: publish batch %s: %w", outs[i].ID, err)
+			}
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("stream: publish batch %s: %w", outs[i].ID, ctx.Err())
+		}
+	}
+	return pos, errs
 }

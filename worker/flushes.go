@@ -67,7 +67,11 @@ func (q *flushQueue) close() {
 	}
 }
 
+// maxFlushGroup bounds how many conversations one FlushMany takes.
+const maxFlushGroup = 64
+
 func (q *flushQueue) run(ctx context.Context) {
+	group := make([]chat.Conversation, 0, maxFlushGroup)
 	for {
 		select {
 		case <-ctx.Done():
@@ -75,25 +79,37 @@ func (q *flushQueue) run(ctx context.Context) {
 		case <-q.done:
 			return
 		case c := <-q.ch:
-			q.mu.Lock()
-			reason := q.pending[c]
-			delete(q.pending, c)
-			q.mu.Unlock()
-			q.flush(ctx, c, reason)
+			group = append(group[:0], c)
 		}
+	fill:
+		for len(group) < maxFlushGroup {
+			select {
+			case c := <-q.ch:
+				group = append(group, c)
+			default:
+				break fill
+			}
+		}
+		q.mu.Lock()
+		for _, c := range group {
+			delete(q.pending, c)
+		}
+		q.mu.Unlock()
+		q.flush(ctx, group)
 	}
 }
 
-func (q *flushQueue) flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) {
-	_, err := q.w.bufs.Flush(ctx, c, reason)
-	switch {
-	case err == nil:
-	case errors.Is(err, locking.ErrBusy):
-		time.AfterFunc(busyRetry, func() { q.add(c, reason) })
-	default:
-		q.w.log.Warn("worker: flush failed; the batch stays claimed for a retry",
-			slog.String("user", c.User), slog.String("device", c.Device), slog.String("agent", c.Agent),
-			slog.String("reason", string(reason)), slog.Any("error", err))
+func (q *flushQueue) flush(ctx context.Context, group []chat.Conversation) {
+	_, again, err := q.w.bufs.FlushMany(ctx, group, chat.TriggerSize)
+	if err != nil && ctx.Err() == nil {
+		q.w.log.Warn("worker: flush failed; claimed batches stay for a retry", slog.Int("conversations", len(group)), slog.Any("error", err))
+	}
+	if len(again) > 0 {
+		time.AfterFunc(busyRetry, func() {
+			for _, c := range again {
+				q.add(c, chat.TriggerSize)
+			}
+		})
 	}
 }
 

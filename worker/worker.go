@@ -81,6 +81,9 @@ type Buffers interface {
 	// the worker's Release names its key.
 	AppendBatch(ctx context.Context, items []buffer.Item) ([]buffer.Appended, error)
 	Flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) (flush.Result, error)
+	// FlushMany flushes many conversations at once; it returns those whose
+	// lock was busy (or that still hold a full batch), to try again later.
+	FlushMany(ctx context.Context, cs []chat.Conversation, reason chat.Trigger) (flush.Result, []chat.Conversation, error)
 	// Sweep flushes buffers older than the flush age, once.
 	Sweep(ctx context.Context) (int, error)
 }
@@ -98,6 +101,10 @@ func (d Direct) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffer.
 
 func (d Direct) Flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) (flush.Result, error) {
 	return d.Flusher.Flush(ctx, c, reason)
+}
+
+func (d Direct) FlushMany(ctx context.Context, cs []chat.Conversation, reason chat.Trigger) (flush.Result, []chat.Conversation, error) {
+	return d.Flusher.FlushMany(ctx, cs, reason)
 }
 
 func (d Direct) Sweep(ctx context.Context) (int, error) { return d.Sweeper.Sweep(ctx) }

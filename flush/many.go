@@ -1,0 +1,195 @@
+package flush
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/opencontext/chatbuf/buffer"
+	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/locking"
+)
+
+// ManySink publishes many batches in one go. Positions and errors are per
+// batch, with Publish's meaning.
+type ManySink interface {
+	Sink
+	PublishMany(ctx context.Context, outs []Out) ([]uint64, []error)
+}
+
+// maxRounds bounds how many batches in a row one FlushMany takes from a
+// conversation, so that one busy conversation cannot keep the others'
+// locks.
+const maxRounds = 4
+
+// FlushMany flushes many conversations at once with a handful of round
+// trips in all: lock all, claim all, publish all, commit all, unlock all,
+// and again while some still hold a full batch. It needs a ManyLocker, a
+// ManyStore and a ManySink, and otherwise flushes one conversation after
+// the other. It returns the conversations whose lock was busy, for a later
+// try.
+func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reason chat.Trigger) (Result, []chat.Conversation, error) {
+	ml, ok1 := f.locker.(locking.ManyLocker)
+	ms, ok2 := f.store.(buffer.ManyStore)
+	mk, ok3 := f.sink.(ManySink)
+	if !ok1 || !ok2 || !ok3 {
+		return f.flushEach(ctx, convs, reason)
+	}
+	var res Result
+	locks, err := ml.TryLockMany(ctx, convs)
+	if err != nil {
+		f.hookError("lock", err)
+		return res, nil, err
+	}
+	var busy, held []chat.Conversation
+	var fences []int64
+	until := time.Time{}
+	for i, l := range locks {
+		if l == nil {
+			busy = append(busy, convs[i])
+			continue
+		}
+		held = append(held, convs[i])
+		fences = append(fences, l.Fence())
+		if until.IsZero() || l.Until().Before(until) {
+			until = l.Until()
+		}
+	}
+	defer func() {
+		if err := ml.UnlockMany(context.WithoutCancel(ctx), locks); err != nil && !errors.Is(err, locking.ErrLost) {
+			f.cfg.Logger.Warn("flush: unlock failed", slog.Any("error", err))
+		}
+	}()
+	if len(held) == 0 {
+		return res, busy, nil
+	}
+	// Work stops before the earliest lock expires; the fence and the
+	// stream's compare-and-set guard anything slower.
+	ctx, cancel := context.WithDeadline(ctx, until)
+	defer cancel()
+
+	var errs []error
+	want := f.want(reason)
+	for round := 0; len(held) > 0 && round < maxRounds && ctx.Err() == nil; round++ {
+		start := time.Now()
+		reqs := make([]buffer.ClaimReq, len(held))
+		for i, c := range held {
+			reqs[i] = buffer.ClaimReq{Conv: c, Fence: fences[i], Want: want}
+		}
+		batches, cerrs, err := ms.ClaimMany(ctx, reqs)
+		if err != nil {
+			f.hookError("claim", err)
+			return res, busy, errors.Join(append(errs, err)...)
+		}
+		var outs []Out
+		var idx []int
+		for i, b := range batches {
+			if cerrs[i] != nil {
+				f.hookError("claim", cerrs[i])
+				errs = append(errs, cerrs[i])
+				continue
+			}
+			if b.Token == 0 {
+				continue
+			}
+			out, err := f.out(held[i], b)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			outs = append(outs, out)
+			idx = append(idx, i)
+		}
+		if len(outs) == 0 {
+			held = nil
+			break
+		}
+		pos, perrs := mk.PublishMany(ctx, outs)
+		var commits []buffer.CommitReq
+		var cidx []int
+		for j, out := range outs {
+			if perrs[j] != nil {
+				f.hookError("publish", perrs[j])
+				errs = append(errs, fmt.Errorf("flush: publish %s: %w", out.ID, perrs[j]))
+				continue
+			}
+			i := idx[j]
+			commits = append(commits, buffer.CommitReq{Conv: held[i], Fence: fences[i], Token: out.Token, Pos: pos[j]})
+			cidx = append(cidx, j)
+		}
+		if len(commits) == 0 {
+			held = nil
+			break
+		}
+		left, merrs, err := ms.CommitMany(ctx, commits)
+		if err != nil {
+			f.hookError("commit", err)
+			return res, busy, errors.Join(append(errs, err)...)
+		}
+		d := time.Since(start)
+		var nextHeld []chat.Conversation
+		var nextFences []int64
+		for k, q := range commits {
+			out := outs[cidx[k]]
+			if merrs[k] != nil {
+				f.hookError("commit", merrs[k])
+				errs = append(errs, fmt.Errorf("flush: commit %s: %w", out.ID, merrs[k]))
+				continue
+			}
+			res.BatchIDs = append(res.BatchIDs, out.ID)
+			if f.cfg.Hooks.Batch != nil {
+				f.cfg.Hooks.Batch(out.Reason, out.messages, d)
+			}
+			if left[k] >= int64(want.Min) {
+				nextHeld = append(nextHeld, q.Conv)
+				nextFences = append(nextFences, q.Fence)
+			}
+		}
+		held, fences = nextHeld, nextFences
+	}
+	if len(held) > 0 && ctx.Err() == nil {
+		// Still full after maxRounds: let the caller queue them again.
+		busy = append(busy, held...)
+	}
+	return res, busy, errors.Join(errs...)
+}
+
+// flushEach is FlushMany without the bulk interfaces.
+func (f *Flusher) flushEach(ctx context.Context, convs []chat.Conversation, reason chat.Trigger) (Result, []chat.Conversation, error) {
+	var res Result
+	var busy []chat.Conversation
+	var errs []error
+	for _, c := range convs {
+		r, err := f.Flush(ctx, c, reason)
+		res.BatchIDs = append(res.BatchIDs, r.BatchIDs...)
+		switch {
+		case errors.Is(err, locking.ErrBusy):
+			busy = append(busy, c)
+		case err != nil:
+			errs = append(errs, err)
+		}
+	}
+	return res, busy, errors.Join(errs...)
+}
+
+// out builds the batch for a claim.
+func (f *Flusher) out(c chat.Conversation, b buffer.Batch) (Out, error) {
+	records := make([]chat.Record, len(b.Records))
+	for i, raw := range b.Records {
+		var err error
+		if records[i], err = chat.ParseRecord(raw); err != nil {
+			return Out{}, fmt.Errorf("flush: %s: %w", c, err)
+		}
+	}
+	return Out{
+		Conv:     c,
+		ID:       chat.BatchID(c, b.Token),
+		Token:    b.Token,
+		Reason:   b.Reason,
+		Data:     chat.EncodeBatch(c, b.Token, b.Reason, b.Created, records),
+		After:    b.After,
+		messages: len(records),
+	}, nil
+}
