@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -48,6 +50,14 @@ misplacement, malformed batch, or a publish that failed after retries.
 Flags go before TEXT. Environment: NATS_URL (default ` + defaultNATSURL + `),
 CHAT_SUBJECT_PREFIX (default ` + stream.DefaultPrefix + `), CHAT_BUFFER_SIZE
 (default 10, load's --buffer-size); flags override them.
+
+Connection (the worker's variables; flags override them): NATS_USER and
+NATS_PASSWORD, or NATS_TOKEN (environment only, so that ps does not show
+them), or NATS_NKEY_SEED_FILE (--nkey), or NATS_CREDS (--creds), or
+credentials in the URL; NATS_TLS_CA_FILE (--tls-ca), NATS_TLS_CERT_FILE
+(--tls-cert) and NATS_TLS_KEY_FILE (--tls-key) for TLS; NATS_INBOX_PREFIX
+(--inbox-prefix) for replies and PubAcks, when the server lets this device
+subscribe only below its own prefix (see deploy/nats-server.conf).
 `
 
 // errUsage marks errors in the command line: exit status 2 with the usage.
@@ -87,17 +97,165 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 type common struct {
 	natsURL string
 	prefix  string
+	conn    connOptions
 }
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.natsURL, "nats", c.natsURL, "NATS server URL (env NATS_URL)")
 	fs.StringVar(&c.prefix, "prefix", c.prefix, "subject prefix (env CHAT_SUBJECT_PREFIX)")
+	for _, f := range []struct {
+		s          *setting
+		name, help string
+	}{
+		{&c.conn.nkey, "nkey", "NKey seed file (env NATS_NKEY_SEED_FILE)"},
+		{&c.conn.creds, "creds", "NATS .creds file (env NATS_CREDS)"},
+		{&c.conn.tlsCA, "tls-ca", "CA certificate file of the NATS server (env NATS_TLS_CA_FILE)"},
+		{&c.conn.tlsCert, "tls-cert", "client certificate file (env NATS_TLS_CERT_FILE)"},
+		{&c.conn.tlsKey, "tls-key", "client certificate's key file (env NATS_TLS_KEY_FILE)"},
+		{&c.conn.inboxPrefix, "inbox-prefix", "subject prefix of reply inboxes (env NATS_INBOX_PREFIX)"},
+	} {
+		fs.Var(&settingFlag{s: f.s, name: "--" + f.name}, f.name, f.help)
+	}
+}
+
+// connOptions are the NATS credentials and TLS files, named as the worker
+// names them.
+type connOptions struct {
+	user, password, token setting // environment only: ps would show flags
+	nkey, creds           setting
+	tlsCA, tlsCert        setting
+	tlsKey, inboxPrefix   setting
+}
+
+func connFromEnv(getenv func(string) string) connOptions {
+	env := func(name string) setting { return setting{value: getenv(name), name: name} }
+	return connOptions{
+		user: env("NATS_USER"), password: env("NATS_PASSWORD"), token: env("NATS_TOKEN"),
+		nkey: env("NATS_NKEY_SEED_FILE"), creds: env("NATS_CREDS"),
+		tlsCA: env("NATS_TLS_CA_FILE"), tlsCert: env("NATS_TLS_CERT_FILE"), tlsKey: env("NATS_TLS_KEY_FILE"),
+		inboxPrefix: env("NATS_INBOX_PREFIX"),
+	}
+}
+
+// setting is a string from a variable or a flag, and the name to blame in
+// errors: the flag's when the flag set it.
+type setting struct{ value, name string }
+
+func (s setting) String() string { return fmt.Sprintf("%s=%q", s.name, s.value) }
+
+// settingFlag is the flag.Value of a setting.
+type settingFlag struct {
+	s    *setting
+	name string
+}
+
+func (f *settingFlag) String() string {
+	if f == nil || f.s == nil {
+		return ""
+	}
+	return f.s.value
+}
+
+func (f *settingFlag) Set(v string) error {
+	f.s.value, f.s.name = v, f.name
+	return nil
+}
+
+// options returns the connection options. Errors name the variable or flag;
+// they never show a password or token.
+func (o connOptions) options() ([]nats.Option, error) {
+	var (
+		opts    []nats.Option
+		errs    []error
+		methods []string
+	)
+	for _, s := range []setting{o.user, o.token, o.nkey, o.creds} {
+		if s.value != "" {
+			methods = append(methods, s.name)
+		}
+	}
+	if len(methods) > 1 {
+		errs = append(errs, fmt.Errorf("%s and %s are both set: choose one way to authenticate", methods[0], methods[1]))
+	}
+	switch {
+	case o.password.value != "" && o.user.value == "":
+		errs = append(errs, errors.New("NATS_PASSWORD is set but NATS_USER is not"))
+	case o.user.value != "" && o.password.value == "":
+		errs = append(errs, fmt.Errorf("%s: needs NATS_PASSWORD", o.user))
+	case o.user.value != "":
+		opts = append(opts, nats.UserInfo(o.user.value, o.password.value))
+	case o.token.value != "":
+		opts = append(opts, nats.Token(o.token.value))
+	}
+	if o.nkey.value != "" {
+		if err := readable(o.nkey); err != nil {
+			errs = append(errs, err)
+		} else if opt, err := nats.NkeyOptionFromSeed(o.nkey.value); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %v", o.nkey, err))
+		} else {
+			opts = append(opts, opt)
+		}
+	}
+	if o.creds.value != "" {
+		if err := readable(o.creds); err != nil {
+			errs = append(errs, err)
+		} else {
+			opts = append(opts, nats.UserCredentials(o.creds.value))
+		}
+	}
+	if o.tlsCA.value != "" {
+		if err := readable(o.tlsCA); err != nil {
+			errs = append(errs, err)
+		} else {
+			opts = append(opts, nats.RootCAs(o.tlsCA.value))
+		}
+	}
+	switch {
+	case o.tlsCert.value != "" && o.tlsKey.value == "":
+		errs = append(errs, fmt.Errorf("%s: needs a key file (NATS_TLS_KEY_FILE or --tls-key)", o.tlsCert))
+	case o.tlsKey.value != "" && o.tlsCert.value == "":
+		errs = append(errs, fmt.Errorf("%s: needs a certificate file (NATS_TLS_CERT_FILE or --tls-cert)", o.tlsKey))
+	case o.tlsCert.value != "":
+		err1, err2 := readable(o.tlsCert), readable(o.tlsKey)
+		if err1 != nil || err2 != nil {
+			errs = append(errs, err1, err2)
+		} else {
+			opts = append(opts, nats.ClientCert(o.tlsCert.value, o.tlsKey.value))
+		}
+	}
+	if o.inboxPrefix.value != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.inboxPrefix.value))
+	}
+	return opts, errors.Join(errs...)
+}
+
+// readable checks that the file a setting names can be opened.
+func readable(s setting) error {
+	f, err := os.Open(s.value)
+	if err != nil {
+		return fileError(s, err)
+	}
+	return f.Close()
+}
+
+func fileError(s setting, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s: no such file", s)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%s: permission denied", s)
+	}
+	return fmt.Errorf("%s: %v", s, err)
 }
 
 func (c *common) config() stream.Config { return stream.Config{Prefix: c.prefix}.WithDefaults() }
 
 func dispatch(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	c := common{natsURL: or(getenv("NATS_URL"), defaultNATSURL), prefix: or(getenv("CHAT_SUBJECT_PREFIX"), stream.DefaultPrefix)}
+	c := common{
+		natsURL: or(getenv("NATS_URL"), defaultNATSURL),
+		prefix:  or(getenv("CHAT_SUBJECT_PREFIX"), stream.DefaultPrefix),
+		conn:    connFromEnv(getenv),
+	}
 	top := newFlagSet("producer")
 	c.register(top)
 	if err := parse(top, args); err != nil {
@@ -139,7 +297,7 @@ func sendCommand(ctx context.Context, c common, args []string, stdin io.Reader, 
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
-		js, done, err := connect(c.natsURL)
+		js, done, err := connect(c)
 		if err != nil {
 			return err
 		}
@@ -151,7 +309,7 @@ func sendCommand(ctx context.Context, c common, args []string, stdin io.Reader, 
 		fmt.Fprintln(stdout, formatAck(ack))
 		return nil
 	}
-	js, done, err := connect(c.natsURL)
+	js, done, err := connect(c)
 	if err != nil {
 		return err
 	}
@@ -202,7 +360,7 @@ func loadCommand(ctx context.Context, c common, args []string, getenv func(strin
 	if err := o.validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	nc, err := dial(c.natsURL)
+	nc, err := dial(c)
 	if err != nil {
 		return err
 	}
@@ -227,8 +385,8 @@ func parse(fs *flag.FlagSet, args []string) error {
 
 // connect dials NATS and returns a JetStream context and the function that
 // closes the connection.
-func connect(url string) (jetstream.JetStream, func(), error) {
-	nc, err := dial(url)
+func connect(c common) (jetstream.JetStream, func(), error) {
+	nc, err := dial(c)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -240,13 +398,39 @@ func connect(url string) (jetstream.JetStream, func(), error) {
 	return js, nc.Close, nil
 }
 
-// dial connects to NATS, with a one-line error naming the URL.
-func dial(url string) (*nats.Conn, error) {
-	nc, err := nats.Connect(url, nats.Name("chatbuf-producer"), nats.Timeout(5*time.Second))
+// dial connects to NATS with the configured credentials and TLS, with a
+// one-line error naming the URL (without its credentials).
+func dial(c common) (*nats.Conn, error) {
+	opts, err := c.conn.options()
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to NATS at %s: %v", url, strings.TrimPrefix(err.Error(), "nats: "))
+		return nil, err
+	}
+	nc, err := nats.Connect(c.natsURL, append(opts, nats.Name("chatbuf-producer"), nats.Timeout(5*time.Second))...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %v", redactURL(c.natsURL), strings.TrimPrefix(err.Error(), "nats: "))
 	}
 	return nc, nil
+}
+
+// redactURL hides the credentials of a NATS URL or comma-separated list of
+// them: passwords and tokens (a user without password) become xxxxx.
+func redactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		switch {
+		case err == nil && u.User != nil:
+			if _, ok := u.User.Password(); ok {
+				u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			} else {
+				u.User = url.User("xxxxx")
+			}
+			parts[i] = u.String()
+		case strings.Contains(p, "@"):
+			parts[i] = "xxxxx" + p[strings.LastIndex(p, "@"):]
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 func or(s, def string) string {

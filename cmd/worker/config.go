@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"strconv"
 	"strings"
@@ -16,6 +17,8 @@ import (
 type config struct {
 	RedisHost           string   `env:"REDIS_HOST" envDefault:"localhost"`
 	RedisPort           int      `env:"REDIS_PORT" envDefault:"6379"`
+	RedisAddrs          string   `env:"REDIS_ADDRS"`
+	RedisUsername       string   `env:"REDIS_USERNAME"`
 	RedisPassword       string   `env:"REDIS_PASSWORD"`
 	RedisDB             int      `env:"REDIS_DB" envDefault:"0"`
 	RedisKeyPrefix      string   `env:"REDIS_KEY_PREFIX" envDefault:"opencontext:"`
@@ -25,10 +28,23 @@ type config struct {
 	RedisRetryOnTimeout bool     `env:"REDIS_RETRY_ON_TIMEOUT" envDefault:"true"`
 	RedisEnabled        bool     `env:"REDIS_ENABLED" envDefault:"true"`
 	RedisFallback       bool     `env:"REDIS_FALLBACK" envDefault:"true"`
+	RedisTLS            bool     `env:"REDIS_TLS" envDefault:"false"`
+	RedisTLSCAFile      string   `env:"REDIS_TLS_CA_FILE"`
+	RedisTLSCertFile    string   `env:"REDIS_TLS_CERT_FILE"`
+	RedisTLSKeyFile     string   `env:"REDIS_TLS_KEY_FILE"`
+	RedisTLSServerName  string   `env:"REDIS_TLS_SERVER_NAME"`
 
 	NATSURL          string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
 	NATSEmbeddedAddr string `env:"NATS_EMBEDDED_ADDR" envDefault:"127.0.0.1:4222"`
 	NATSEmbeddedDir  string `env:"NATS_EMBEDDED_DIR" envDefault:"./data/nats"`
+	NATSUser         string `env:"NATS_USER"`
+	NATSPassword     string `env:"NATS_PASSWORD"`
+	NATSToken        string `env:"NATS_TOKEN"`
+	NATSNKeySeedFile string `env:"NATS_NKEY_SEED_FILE"`
+	NATSCreds        string `env:"NATS_CREDS"`
+	NATSTLSCAFile    string `env:"NATS_TLS_CA_FILE"`
+	NATSTLSCertFile  string `env:"NATS_TLS_CERT_FILE"`
+	NATSTLSKeyFile   string `env:"NATS_TLS_KEY_FILE"`
 
 	SubjectPrefix   string   `env:"CHAT_SUBJECT_PREFIX" envDefault:"opencontext.chat"`
 	BufferSize      int      `env:"CHAT_BUFFER_SIZE" envDefault:"10"`
@@ -104,7 +120,7 @@ func explain(err error, environ map[string]string) error {
 		var pe env.ParseError
 		if errors.As(e, &pe) {
 			name := envName(pe.Name)
-			out = append(out, fmt.Errorf("%s=%q: %v", name, environ[name], plainParseError(pe.Err)))
+			out = append(out, fmt.Errorf("%s: %v", shown(name, environ), plainParseError(pe.Err)))
 			continue
 		}
 		out = append(out, e)
@@ -132,10 +148,27 @@ func envName(field string) string {
 	return field
 }
 
+// secretVars hold passwords and tokens: errors and logs never show their
+// values.
+var secretVars = map[string]bool{"REDIS_PASSWORD": true, "NATS_PASSWORD": true, "NATS_TOKEN": true}
+
+// shown is NAME="value" for errors, with secrets hidden and credentials in
+// URLs redacted.
+func shown(name string, environ map[string]string) string {
+	v, set := environ[name]
+	switch {
+	case secretVars[name] && set:
+		return name + "=(hidden)"
+	case name == "NATS_URL":
+		return fmt.Sprintf("%s=%q", name, redactURL(v))
+	}
+	return fmt.Sprintf("%s=%q", name, v)
+}
+
 func (c config) validate(environ map[string]string) error {
 	var errs []error
 	bad := func(name, why string) {
-		errs = append(errs, fmt.Errorf("%s=%q: %s", name, environ[name], why))
+		errs = append(errs, fmt.Errorf("%s: %s", shown(name, environ), why))
 	}
 	positive := func(name string, d duration) {
 		if d <= 0 {
@@ -153,9 +186,35 @@ func (c config) validate(environ map[string]string) error {
 	}
 	positive("REDIS_SOCKET_TIMEOUT", c.RedisSocketTimeout)
 	positive("REDIS_CONNECT_TIMEOUT", c.RedisConnectTimeout)
+	if c.RedisAddrs != "" {
+		for _, addr := range strings.Split(c.RedisAddrs, ",") {
+			if err := checkHostPort(strings.TrimSpace(addr)); err != nil {
+				bad("REDIS_ADDRS", fmt.Sprintf("%v (want host:port,host:port,...)", err))
+				break
+			}
+		}
+		for _, name := range []string{"REDIS_HOST", "REDIS_PORT"} {
+			if _, set := environ[name]; set {
+				bad(name, "not used with REDIS_ADDRS (Redis Cluster); set one or the other")
+			}
+		}
+		if c.RedisDB != 0 {
+			bad("REDIS_DB", "must be 0 with REDIS_ADDRS: Redis Cluster has only database 0")
+		}
+	}
+	if !c.RedisTLS {
+		for _, name := range []string{"REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE", "REDIS_TLS_SERVER_NAME"} {
+			if environ[name] != "" {
+				bad(name, "needs REDIS_TLS=true")
+			}
+		}
+	} else if _, err := c.redisTLS(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.NATSURL == "" {
 		bad("NATS_URL", "must be a NATS URL or 'embedded'")
 	}
+	errs = append(errs, c.validateNATSSecurity(environ)...)
 	if strings.ContainsAny(c.SubjectPrefix, " *>\t") || c.SubjectPrefix == "" ||
 		strings.HasPrefix(c.SubjectPrefix, ".") || strings.HasSuffix(c.SubjectPrefix, ".") {
 		bad("CHAT_SUBJECT_PREFIX", "must be NATS subject tokens without wildcards, like opencontext.chat")
@@ -213,4 +272,71 @@ func (c config) validate(environ map[string]string) error {
 		bad("LOG_LEVEL", "must be debug, info, warn or error")
 	}
 	return errors.Join(errs...)
+}
+
+// validateNATSSecurity checks the NATS credentials and TLS files: one way to
+// authenticate at most, files that exist and parse, nothing that the
+// embedded server would ignore.
+func (c config) validateNATSSecurity(environ map[string]string) []error {
+	var errs []error
+	bad := func(name, why string) {
+		errs = append(errs, fmt.Errorf("%s: %s", shown(name, environ), why))
+	}
+	if c.NATSURL == "embedded" {
+		for _, name := range natsSecurityVars {
+			if environ[name] != "" {
+				bad(name, "not used with NATS_URL=embedded (the embedded server has no authentication or TLS)")
+			}
+		}
+		return errs
+	}
+	if c.NATSPassword != "" && c.NATSUser == "" {
+		bad("NATS_PASSWORD", "needs NATS_USER")
+	}
+	if c.NATSUser != "" && c.NATSPassword == "" {
+		bad("NATS_USER", "needs NATS_PASSWORD")
+	}
+	var methods []string
+	for _, name := range []string{"NATS_USER", "NATS_TOKEN", "NATS_NKEY_SEED_FILE", "NATS_CREDS"} {
+		if environ[name] != "" {
+			methods = append(methods, name)
+		}
+	}
+	if urlHasCredentials(c.NATSURL) {
+		methods = append(methods, "NATS_URL")
+	}
+	if len(methods) > 1 {
+		bad(methods[1], fmt.Sprintf("set together with %s: choose one way to authenticate "+
+			"(NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_SEED_FILE, NATS_CREDS or credentials in NATS_URL)", methods[0]))
+	}
+	if _, err := c.natsSecurity(); err != nil {
+		errs = append(errs, err)
+	}
+	return errs
+}
+
+// checkHostPort checks one host:port of REDIS_ADDRS.
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port must be 1-65535", addr)
+	}
+	return nil
+}
+
+// redisAddrs is REDIS_ADDRS as a list; empty when unset.
+func (c config) redisAddrs() []string {
+	var out []string
+	for addr := range strings.SplitSeq(c.RedisAddrs, ",") {
+		if addr = strings.TrimSpace(addr); addr != "" {
+			out = append(out, addr)
+		}
+	}
+	return out
 }

@@ -116,7 +116,9 @@ func TestComposeSetsOnlyRealVariables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	producerVars := map[string]bool{"NATS_URL": true, "CHAT_SUBJECT_PREFIX": true}
+	producerVars := map[string]bool{"NATS_URL": true, "CHAT_SUBJECT_PREFIX": true,
+		"NATS_USER": true, "NATS_PASSWORD": true, "NATS_TOKEN": true, "NATS_NKEY_SEED_FILE": true, "NATS_CREDS": true,
+		"NATS_TLS_CA_FILE": true, "NATS_TLS_CERT_FILE": true, "NATS_TLS_KEY_FILE": true, "NATS_INBOX_PREFIX": true}
 	known := envVars()
 	service := ""
 	inEnv := false
@@ -133,11 +135,11 @@ func TestComposeSetsOnlyRealVariables(t *testing.T) {
 			name := strings.TrimSpace(strings.SplitN(trimmed, ":", 2)[0])
 			checked++
 			switch service {
-			case "worker":
+			case "worker", "worker-secure":
 				if _, ok := known[name]; !ok {
 					t.Errorf("docker-compose.yml sets %s for the worker, which it does not read", name)
 				}
-			case "producer":
+			case "producer", "producer-secure":
 				if !producerVars[name] {
 					t.Errorf("docker-compose.yml sets %s for the producer, which it does not read", name)
 				}

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -87,19 +89,33 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	m := newMetrics()
 	redis.SetLogger(&redisLogger{log: log, interval: 10 * time.Second})
-	var rdb *redis.Client
+	var rdb redis.UniversalClient
 	if cfg.RedisEnabled {
-		rdb = redis.NewClient(redisOptions(cfg))
+		c, err := newRedis(cfg)
+		if err != nil {
+			return err
+		}
+		rdb = c
 		defer rdb.Close()
 		rdb.AddHook(m.redisHook())
-		log.Info("redis: using", "addr", rdb.Options().Addr, "db", cfg.RedisDB, "key_prefix", cfg.RedisKeyPrefix,
-			"fallback", cfg.RedisFallback)
+		// Addresses only: never the password.
+		attrs := []any{"tls", cfg.RedisTLS, "acl_user", cfg.RedisUsername, "password", cfg.RedisPassword != "",
+			"key_prefix", cfg.RedisKeyPrefix, "fallback", cfg.RedisFallback}
+		if addrs := cfg.redisAddrs(); len(addrs) > 0 {
+			log.Info("redis: using", append([]any{"mode", "cluster", "addrs", addrs}, attrs...)...)
+		} else {
+			log.Info("redis: using", append([]any{"mode", "single", "addr", redisAddr(cfg), "db", cfg.RedisDB}, attrs...)...)
+		}
 	} else {
 		log.Warn("redis: disabled (REDIS_ENABLED=false): buffers live in this process's memory, single instance; " +
 			"messages are acked only once published in a batch, so a crash loses nothing but dedupe memory")
 	}
 
-	nc, err := connectNATS(natsURL, log, func(error) { m.errors.WithLabelValues("nats").Inc() })
+	natsOpts, err := cfg.natsSecurity()
+	if err != nil {
+		return err
+	}
+	nc, err := connectNATS(natsURL, natsOpts, log, func(error) { m.errors.WithLabelValues("nats").Inc() })
 	if err != nil {
 		return err
 	}
@@ -152,10 +168,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	m.registerOldest(oldest, time.Now)
 
-	h := &health{nc: nc, log: log, gauge: m.ready.Set}
-	if rdb != nil {
-		h.rdb = rdb
-	}
+	h := &health{nc: nc, rdb: rdb, log: log, gauge: m.ready.Set}
 	if fb != nil {
 		h.mode = func() string { return string(fb.Mode()) }
 	}
@@ -220,13 +233,33 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	return nil
 }
 
-func redisOptions(cfg config) *redis.Options {
+// newRedis returns the Redis client: a Redis Cluster client seeded with
+// REDIS_ADDRS when that is set, else a client of REDIS_HOST:REDIS_PORT.
+func newRedis(cfg config) (redis.UniversalClient, error) {
+	tlsCfg, err := cfg.redisTLS()
+	if err != nil {
+		return nil, err
+	}
 	retries := 3
 	if !cfg.RedisRetryOnTimeout {
 		retries = -1
 	}
-	return &redis.Options{
-		Addr:         fmt.Sprintf("%s:%d", cfg.RedisHost, cfg.RedisPort),
+	if addrs := cfg.redisAddrs(); len(addrs) > 0 {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:        addrs,
+			Username:     cfg.RedisUsername,
+			Password:     cfg.RedisPassword,
+			PoolSize:     cfg.RedisMaxConnections,
+			DialTimeout:  cfg.RedisConnectTimeout.D(),
+			ReadTimeout:  cfg.RedisSocketTimeout.D(),
+			WriteTimeout: cfg.RedisSocketTimeout.D(),
+			MaxRetries:   retries,
+			TLSConfig:    tlsCfg,
+		}), nil
+	}
+	return redis.NewClient(&redis.Options{
+		Addr:         redisAddr(cfg),
+		Username:     cfg.RedisUsername,
 		Password:     cfg.RedisPassword,
 		DB:           cfg.RedisDB,
 		PoolSize:     cfg.RedisMaxConnections,
@@ -234,13 +267,18 @@ func redisOptions(cfg config) *redis.Options {
 		ReadTimeout:  cfg.RedisSocketTimeout.D(),
 		WriteTimeout: cfg.RedisSocketTimeout.D(),
 		MaxRetries:   retries,
-	}
+		TLSConfig:    tlsCfg,
+	}), nil
+}
+
+func redisAddr(cfg config) string {
+	return net.JoinHostPort(cfg.RedisHost, strconv.Itoa(cfg.RedisPort))
 }
 
 // startCompletion serves the completion cache as the NATS micro service
 // "completion", on Redis (shared by all workers) or, with Redis disabled, in
 // memory.
-func startCompletion(nc *nats.Conn, rdb *redis.Client, cfg config, log *slog.Logger) (micro.Service, error) {
+func startCompletion(nc *nats.Conn, rdb redis.UniversalClient, cfg config, log *slog.Logger) (micro.Service, error) {
 	ccfg := completion.Config{
 		MaxSize:        cfg.CompletionMaxSize,
 		TTL:            cfg.CompletionTTL.D(),

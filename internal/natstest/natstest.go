@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,22 @@ type Server struct {
 	embedded *server.Server
 	cmd      *exec.Cmd
 	bin      string
+	opts     Options
+}
+
+// Options configure a nats-server binary started with BinaryWith.
+type Options struct {
+	// Config is the text of a configuration file, passed with -c. The
+	// command line's listen address (127.0.0.1 and a free port) overrides
+	// the file's. JetStream is on, stored in Dir, unless the file sets a
+	// store_dir of its own (then the file decides).
+	Config string
+	// Env is added to the server's environment, for variables the
+	// configuration refers to ($NAME).
+	Env []string
+	// Client are the options of the readiness check and of Conn: the
+	// credentials and TLS settings the configuration asks for.
+	Client []nats.Option
 }
 
 // Embedded starts the nats-server compiled into the test binary, with
@@ -74,6 +91,13 @@ func (s *Server) startEmbedded() {
 // Binary starts the nats-server found on the PATH as its own process.
 func Binary(tb testing.TB) *Server {
 	tb.Helper()
+	return BinaryWith(tb, Options{})
+}
+
+// BinaryWith is Binary with a configuration file, environment and client
+// options.
+func BinaryWith(tb testing.TB, o Options) *Server {
+	tb.Helper()
 	bin, err := exec.LookPath("nats-server")
 	if err != nil {
 		tb.Fatalf("natstest: nats-server not found in PATH (install it: apt-get install -y nats-server): %v", err)
@@ -86,24 +110,40 @@ func Binary(tb testing.TB) *Server {
 	if err != nil {
 		tb.Fatalf("natstest: %v", err)
 	}
-	s := &Server{Port: port, Dir: tb.TempDir(), tb: tb, bin: bin}
+	s := &Server{Port: port, Dir: tb.TempDir(), tb: tb, bin: bin, opts: o}
 	s.URL = fmt.Sprintf("nats://127.0.0.1:%d", port)
 	s.Version = strings.TrimPrefix(strings.TrimSpace(string(out)), "nats-server: ")
+	if o.Config != "" {
+		if err := os.WriteFile(filepath.Join(s.Dir, "nats-server.conf"), []byte(o.Config), 0o600); err != nil {
+			tb.Fatalf("natstest: %v", err)
+		}
+	}
 	s.startBinary()
 	tb.Cleanup(s.Stop)
 	return s
 }
 
 func (s *Server) startBinary() {
-	cmd := exec.Command(s.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-js", "-sd", s.Dir,
-		"-l", filepath.Join(s.Dir, "nats.log"))
+	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-l", filepath.Join(s.Dir, "nats.log")}
+	if !strings.Contains(s.opts.Config, "store_dir") { // the server refuses two
+		args = append(args, "-js", "-sd", s.Dir)
+	}
+	if s.opts.Config != "" {
+		args = append(args, "-c", filepath.Join(s.Dir, "nats-server.conf"))
+	}
+	cmd := exec.Command(s.bin, args...)
+	if len(s.opts.Env) > 0 {
+		cmd.Env = append(os.Environ(), s.opts.Env...)
+	}
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		s.tb.Fatalf("natstest: start %s: %v", s.bin, err)
 	}
 	go func() { _ = cmd.Wait() }()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if nc, err := nats.Connect(s.URL, nats.Timeout(200*time.Millisecond)); err == nil {
+		if nc, err := nats.Connect(s.URL, append(slices.Clone(s.opts.Client), nats.Timeout(200*time.Millisecond))...); err == nil {
 			nc.Close()
 			s.cmd = cmd
 			return
@@ -112,7 +152,25 @@ func (s *Server) startBinary() {
 	}
 	_ = cmd.Process.Kill()
 	log, _ := os.ReadFile(filepath.Join(s.Dir, "nats.log"))
-	s.tb.Fatalf("natstest: nats-server on port %d not ready after 10s; log:\n%s", s.Port, log)
+	s.tb.Fatalf("natstest: nats-server on port %d not ready after 10s; stderr:\n%s\nlog:\n%s", s.Port, stderr, log)
+}
+
+// lockedBuffer collects a process's output.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // Stop stops the server (the binary with SIGKILL). Stopping a stopped server
@@ -151,10 +209,11 @@ func (s *Server) Restart() {
 	}
 }
 
-// Conn connects a client, closed at test end.
+// Conn connects a client, closed at test end. A server started with
+// BinaryWith's Client options connects with those first, then opts.
 func (s *Server) Conn(tb testing.TB, opts ...nats.Option) *nats.Conn {
 	tb.Helper()
-	nc, err := nats.Connect(s.URL, opts...)
+	nc, err := nats.Connect(s.URL, append(slices.Clone(s.opts.Client), opts...)...)
 	if err != nil {
 		tb.Fatalf("natstest: connect %s: %v", s.URL, err)
 	}
