@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/opencontext/chatbuf/buffer"
 	"github.com/opencontext/chatbuf/chat"
@@ -294,5 +297,35 @@ func runConformance(t *testing.T, open opener) {
 		if _, ok, err := s.Oldest(ctx); err != nil || ok {
 			t.Errorf("Oldest of empty store = %v, %v; want none", ok, err)
 		}
+	})
+}
+
+// On Redis Cluster every script must touch one slot: a one-node cluster
+// rejects any script whose keys span slots (CROSSSLOT), so the suite passing
+// here shows the key discipline holds.
+func TestRedisClusterConformance(t *testing.T) {
+	srv := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(t.TempDir(), "nodes.conf"))
+	admin := srv.Client(t)
+	ctx := context.Background()
+	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, chat.SlotCount-1).Err(); err != nil {
+		t.Fatalf("CLUSTER ADDSLOTSRANGE: %v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		info, err := admin.ClusterInfo(ctx).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster not ok after 10s: %v %s", err, info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}})
+	t.Cleanup(func() { _ = cc.Close() })
+	runConformance(t, func(t *testing.T, cfg buffer.Config) buffer.Store {
+		if err := admin.FlushAll(ctx).Err(); err != nil {
+			t.Fatalf("FLUSHALL: %v", err)
+		}
+		return buffer.NewRedis(cc, cfg)
 	})
 }

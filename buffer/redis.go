@@ -1,12 +1,14 @@
 package buffer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,11 +17,21 @@ import (
 )
 
 // Redis is a Store in Redis. Each state change is one Lua script; AppendBatch
-// pipelines one script call per conversation.
+// pipelines the script calls of many conversations.
+//
+// On Redis Cluster every script touches the keys of one conversation, which
+// share its slot; the due index is kept per slot (Keys.DueSlot), and the
+// slots in use are listed in Keys.DueSlots, which Due and Oldest read.
 type Redis struct {
-	rdb  redis.UniversalClient
-	keys chat.Keys
-	cfg  Config
+	rdb     redis.UniversalClient
+	cluster *redis.ClusterClient // nil on a single Redis
+	keys    chat.Keys
+	cfg     Config
+
+	registered sync.Map // slot tag -> time it was last added to DueSlots
+	slotsMu    sync.Mutex
+	slots      []string // cached DueSlots members
+	slotsAt    time.Time
 }
 
 var _ ManyStore = (*Redis)(nil)
@@ -27,7 +39,113 @@ var _ ManyStore = (*Redis)(nil)
 // NewRedis returns a Store on rdb.
 func NewRedis(rdb redis.UniversalClient, cfg Config) *Redis {
 	cfg = cfg.withDefaults()
-	return &Redis{rdb: rdb, keys: chat.NewKeys(cfg.KeyPrefix), cfg: cfg}
+	r := &Redis{rdb: rdb, keys: chat.NewKeys(cfg.KeyPrefix), cfg: cfg}
+	r.cluster, _ = rdb.(*redis.ClusterClient)
+	return r
+}
+
+// dueKey is the due index that holds c.
+func (r *Redis) dueKey(c chat.Conversation) string {
+	if r.cluster == nil {
+		return r.keys.Due()
+	}
+	return r.keys.DueSlot(chat.SlotTag(chat.Slot(r.keys.Buffer(c))))
+}
+
+// registerEvery is how often a process adds a slot it uses to DueSlots
+// again, in case DueSlots was lost (a failover, say).
+const registerEvery = time.Minute
+
+// register lists the due slots of items in DueSlots before this process
+// uses them, and again every registerEvery: one round trip, and only for
+// slots new (or due again) to it.
+func (r *Redis) register(ctx context.Context, items []Item) error {
+	if r.cluster == nil {
+		return nil
+	}
+	var tags []any
+	now := time.Now()
+	for _, it := range items {
+		tag := chat.SlotTag(chat.Slot(r.keys.Buffer(it.Conv)))
+		at, ok := r.registered.Load(tag)
+		if (!ok || now.Sub(at.(time.Time)) > registerEvery) && !slices.Contains(tags, any(tag)) {
+			tags = append(tags, tag)
+		}
+	}
+	if len(tags) == 0 {
+		return nil
+	}
+	if err := r.rdb.SAdd(ctx, r.keys.DueSlots(), tags...).Err(); err != nil {
+		return fmt.Errorf("buffer: register due slots: %w", err)
+	}
+	for _, t := range tags {
+		r.registered.Store(t, now)
+	}
+	return nil
+}
+
+// dueKeys returns every due index key to read.
+func (r *Redis) dueKeys(ctx context.Context) ([]string, error) {
+	if r.cluster == nil {
+		return []string{r.keys.Due()}, nil
+	}
+	r.slotsMu.Lock()
+	defer r.slotsMu.Unlock()
+	if r.slots == nil || time.Since(r.slotsAt) > 5*time.Second {
+		tags, err := r.rdb.SMembers(ctx, r.keys.DueSlots()).Result()
+		if err != nil {
+			return nil, fmt.Errorf("buffer: due slots: %w", err)
+		}
+		r.slots, r.slotsAt = tags, time.Now()
+	}
+	keys := make([]string, len(r.slots))
+	for i, t := range r.slots {
+		keys[i] = r.keys.DueSlot(t)
+	}
+	return keys, nil
+}
+
+// waitReplicas waits until cfg.WaitReplicas replicas of each master that
+// holds one of items' buffers have every write so far: per master, a write
+// (PEXPIRE of a touched key) and WAIT on one connection, since WAIT counts
+// the writes of its own connection, which follow all earlier ones.
+func (r *Redis) waitReplicas(ctx context.Context, items []Item) error {
+	type target struct {
+		node redis.Cmdable
+		key  string
+	}
+	var targets []target
+	if r.cluster == nil {
+		targets = []target{{r.rdb, r.keys.Buffer(items[0].Conv)}}
+	} else {
+		seen := map[string]bool{}
+		for _, it := range items {
+			key := r.keys.Buffer(it.Conv)
+			node, err := r.cluster.MasterForKey(ctx, key)
+			if err != nil {
+				return fmt.Errorf("buffer: wait for replicas: %w", err)
+			}
+			if addr := node.Options().Addr; !seen[addr] {
+				seen[addr] = true
+				targets = append(targets, target{node, key})
+			}
+		}
+	}
+	for _, t := range targets {
+		var wait *redis.Cmd
+		_, err := t.node.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.PExpire(ctx, t.key, r.cfg.TTL)
+			wait = p.Do(ctx, "WAIT", r.cfg.WaitReplicas, r.cfg.WaitTimeout.Milliseconds())
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("buffer: wait for replicas: %w", err)
+		}
+		if n, _ := wait.Int64(); n < int64(r.cfg.WaitReplicas) {
+			return fmt.Errorf("buffer: %d of %d replicas acknowledged within %v", n, r.cfg.WaitReplicas, r.cfg.WaitTimeout)
+		}
+	}
+	return nil
 }
 
 // appendScript appends messages of one or more conversations.
@@ -109,9 +227,12 @@ func (r *Redis) AppendBatch(ctx context.Context, items []Item) ([]Appended, erro
 	if len(items) == 0 {
 		return nil, nil
 	}
+	if err := r.register(ctx, items); err != nil {
+		return nil, err
+	}
 	groups := groupByConversation(items)
 	per := convsPerScript
-	if _, cluster := r.rdb.(*redis.ClusterClient); cluster {
+	if r.cluster != nil {
 		per = 1
 	}
 	var chunks [][][]int
@@ -126,7 +247,7 @@ func (r *Redis) AppendBatch(ctx context.Context, items []Item) ([]Appended, erro
 		pipe := r.rdb.Pipeline()
 		for _, chunk := range chunks {
 			keys := make([]string, 1, 1+2*len(chunk))
-			keys[0] = r.keys.Due()
+			keys[0] = r.dueKey(items[chunk[0][0]].Conv)
 			args := make([]any, 0, 3+2*len(chunk)+2*len(items))
 			args = append(args, now, window, ttl)
 			for _, g := range chunk {
@@ -150,6 +271,11 @@ func (r *Redis) AppendBatch(ctx context.Context, items []Item) ([]Appended, erro
 			return nil, fmt.Errorf("buffer: append: load script: %w", err)
 		}
 		cmds = run()
+	}
+	if r.cfg.WaitReplicas > 0 {
+		if err := r.waitReplicas(ctx, items); err != nil {
+			return nil, err
+		}
 	}
 
 	out := make([]Appended, len(items))
@@ -241,7 +367,7 @@ func (r *Redis) appendOne(ctx context.Context, items []Item) ([]Appended, error)
 	for _, it := range items {
 		args = append(args, it.Key, it.Record)
 	}
-	vals, err := appendScript.Run(ctx, r.rdb, []string{r.keys.Due(), r.keys.Buffer(c), r.keys.Dedupe(c)}, args...).Int64Slice()
+	vals, err := appendScript.Run(ctx, r.rdb, []string{r.dueKey(c), r.keys.Buffer(c), r.keys.Dedupe(c)}, args...).Int64Slice()
 	out := make([]Appended, len(items))
 	if err != nil {
 		var rerr redis.Error
@@ -372,7 +498,7 @@ func (r *Redis) claimArgs(c chat.Conversation, fence int64, w Want) ([]string, [
 	if !w.Before.IsZero() {
 		before = w.Before.UnixMilli()
 	}
-	return []string{r.keys.Buffer(c), r.keys.Inflight(c), r.keys.Meta(c), r.keys.Due()},
+	return []string{r.keys.Buffer(c), r.keys.Inflight(c), r.keys.Meta(c), r.dueKey(c)},
 		[]any{fence, w.Max, w.Min, before, string(w.Reason), r.cfg.Now().UnixMilli(), r.cfg.TTL.Milliseconds(), c.Tag()}
 }
 
@@ -498,7 +624,7 @@ func (r *Redis) Commit(ctx context.Context, c chat.Conversation, fence, token in
 }
 
 func (r *Redis) commitArgs(q CommitReq) ([]string, []any) {
-	return []string{r.keys.Inflight(q.Conv), r.keys.Meta(q.Conv), r.keys.Buffer(q.Conv), r.keys.Due()},
+	return []string{r.keys.Inflight(q.Conv), r.keys.Meta(q.Conv), r.keys.Buffer(q.Conv), r.dueKey(q.Conv)},
 		[]any{q.Fence, q.Token, strconv.FormatUint(q.Pos, 10), q.Conv.Tag()}
 }
 
@@ -548,20 +674,43 @@ func (r *Redis) CommitMany(ctx context.Context, reqs []CommitReq) ([]int64, []er
 	return left, errs, nil
 }
 
-// Due implements Store: one ZRANGE BYSCORE, O(log n + limit).
+// Due implements Store: one ZRANGE BYSCORE, O(log n + limit); on a cluster,
+// one per slot in use, pipelined.
 func (r *Redis) Due(ctx context.Context, before time.Time, limit int) ([]chat.Conversation, error) {
-	tags, err := r.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key:     r.keys.Due(),
-		Start:   "-inf",
-		Stop:    "(" + strconv.FormatInt(before.UnixMilli(), 10),
-		ByScore: true,
-		Count:   int64(limit),
-	}).Result()
+	keys, err := r.dueKeys(ctx)
 	if err != nil {
+		return nil, err
+	}
+	pipe := r.rdb.Pipeline()
+	cmds := make([]*redis.ZSliceCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
+			Key:     k,
+			Start:   "-inf",
+			Stop:    "(" + strconv.FormatInt(before.UnixMilli(), 10),
+			ByScore: true,
+			Count:   int64(limit),
+		})
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("buffer: due: %w", err)
 	}
-	out := make([]chat.Conversation, 0, len(tags))
-	for _, tag := range tags {
+	var zs []redis.Z
+	for _, c := range cmds {
+		zs = append(zs, c.Val()...)
+	}
+	if len(keys) > 1 {
+		slices.SortFunc(zs, func(a, b redis.Z) int {
+			if a.Score != b.Score {
+				return cmp.Compare(a.Score, b.Score)
+			}
+			return cmp.Compare(a.Member.(string), b.Member.(string))
+		})
+		zs = zs[:min(len(zs), limit)]
+	}
+	out := make([]chat.Conversation, 0, len(zs))
+	for _, z := range zs {
+		tag, _ := z.Member.(string)
 		c, err := chat.ParseTag(tag)
 		if err != nil {
 			return nil, fmt.Errorf("buffer: due index holds %q: %w", tag, err)
@@ -573,14 +722,29 @@ func (r *Redis) Due(ctx context.Context, before time.Time, limit int) ([]chat.Co
 
 // Oldest implements Store.
 func (r *Redis) Oldest(ctx context.Context) (time.Time, bool, error) {
-	zs, err := r.rdb.ZRangeWithScores(ctx, r.keys.Due(), 0, 0).Result()
+	keys, err := r.dueKeys(ctx)
 	if err != nil {
+		return time.Time{}, false, err
+	}
+	pipe := r.rdb.Pipeline()
+	cmds := make([]*redis.ZSliceCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.ZRangeWithScores(ctx, k, 0, 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return time.Time{}, false, fmt.Errorf("buffer: oldest: %w", err)
 	}
-	if len(zs) == 0 {
+	var oldest float64
+	found := false
+	for _, c := range cmds {
+		if zs := c.Val(); len(zs) > 0 && (!found || zs[0].Score < oldest) {
+			oldest, found = zs[0].Score, true
+		}
+	}
+	if !found {
 		return time.Time{}, false, nil
 	}
-	return time.UnixMilli(int64(zs[0].Score)), true, nil
+	return time.UnixMilli(int64(oldest)), true, nil
 }
 
 // Len implements Store.

@@ -2,6 +2,7 @@ package buffer_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +97,34 @@ func TestRedisRestartKeepsBuffers(t *testing.T) {
 	b, err := s.Claim(ctx, alice, 1, buffer.Want{Max: 10, Min: 1, Reason: chat.TriggerManual})
 	if err != nil || len(b.Records) != 4 {
 		t.Fatalf("Claim after restart = %d records, %v; want 4", len(b.Records), err)
+	}
+}
+
+// With WaitReplicas, an append reports success only once a replica has it.
+func TestRedisWaitReplicas(t *testing.T) {
+	primary := redistest.Start(t)
+	replica := redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(primary.Port))
+	ctx := context.Background()
+	rc := replica.Client(t)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		info, _ := rc.Info(ctx, "replication").Result()
+		if strings.Contains(info, "master_link_status:up") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica not linked after 10s:\n%s", info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s := buffer.NewRedis(primary.Client(t), buffer.Config{WaitReplicas: 1, WaitTimeout: 300 * time.Millisecond})
+	if _, err := s.AppendBatch(ctx, []buffer.Item{item(alice, 1, "", time.Now())}); err != nil {
+		t.Fatalf("AppendBatch with a live replica: %v", err)
+	}
+	if n, err := rc.LLen(ctx, chat.NewKeys("").Buffer(alice)).Result(); err != nil || n != 1 {
+		t.Errorf("replica's buffer length = %d, %v; want 1 as soon as the append returned", n, err)
+	}
+	replica.Stop()
+	if _, err := s.AppendBatch(ctx, []buffer.Item{item(alice, 2, "", time.Now())}); err == nil || !strings.Contains(err.Error(), "replicas acknowledged") {
+		t.Errorf("AppendBatch without a replica: %v, want a replicas error", err)
 	}
 }

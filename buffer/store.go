@@ -44,6 +44,11 @@ type Config struct {
 	TTL          time.Duration    // buffer safety-net TTL, refreshed on every append
 	DedupeWindow time.Duration    // how long a dedupe key is remembered
 	Now          func() time.Time // the clock; time.Now when nil
+	// WaitReplicas, when > 0 (Redis only), makes AppendBatch wait until that
+	// many replicas have its writes (WAIT, once per batch and master) before
+	// it reports success, so that a failover cannot lose acked messages.
+	WaitReplicas int
+	WaitTimeout  time.Duration // how long to wait for them (1s when zero)
 }
 
 func (c Config) withDefaults() Config {
@@ -55,6 +60,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.WaitTimeout <= 0 {
+		c.WaitTimeout = time.Second
 	}
 	return c
 }

@@ -47,3 +47,12 @@ func (k Keys) Fence(c Conversation) string { return k.conv("lock:chat:fence", c)
 // Due is the due index: conversations with buffered or in-flight messages,
 // scored by the receive time of their oldest one, in milliseconds (ZSET).
 func (k Keys) Due() string { return k.prefix + "chat:due" }
+
+// DueSlot is the due index of one Redis Cluster slot: used on a cluster, so
+// that each conversation's scripts touch keys of its own slot only. slotTag
+// is chat.SlotTag of the conversation's slot.
+func (k Keys) DueSlot(slotTag string) string { return k.prefix + "chat:due:{" + slotTag + "}" }
+
+// DueSlots lists the slot tags whose DueSlot index has been used (SET, at
+// most 16384 members).
+func (k Keys) DueSlots() string { return k.prefix + "chat:due:slots" }

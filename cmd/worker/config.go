@@ -28,6 +28,8 @@ type config struct {
 	RedisRetryOnTimeout bool     `env:"REDIS_RETRY_ON_TIMEOUT" envDefault:"true"`
 	RedisEnabled        bool     `env:"REDIS_ENABLED" envDefault:"true"`
 	RedisFallback       bool     `env:"REDIS_FALLBACK" envDefault:"true"`
+	RedisWaitReplicas   int      `env:"REDIS_WAIT_REPLICAS" envDefault:"0"`
+	RedisWaitTimeout    duration `env:"REDIS_WAIT_TIMEOUT" envDefault:"1s"`
 	RedisTLS            bool     `env:"REDIS_TLS" envDefault:"false"`
 	RedisTLSCAFile      string   `env:"REDIS_TLS_CA_FILE"`
 	RedisTLSCertFile    string   `env:"REDIS_TLS_CERT_FILE"`
@@ -185,6 +187,10 @@ func (c config) validate(environ map[string]string) error {
 		bad("REDIS_MAX_CONNECTIONS", "must be at least 1")
 	}
 	positive("REDIS_SOCKET_TIMEOUT", c.RedisSocketTimeout)
+	if c.RedisWaitReplicas < 0 {
+		bad("REDIS_WAIT_REPLICAS", "must be 0 (do not wait) or more")
+	}
+	positive("REDIS_WAIT_TIMEOUT", c.RedisWaitTimeout)
 	positive("REDIS_CONNECT_TIMEOUT", c.RedisConnectTimeout)
 	if c.RedisAddrs != "" {
 		for _, addr := range strings.Split(c.RedisAddrs, ",") {

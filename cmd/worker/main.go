@@ -79,7 +79,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		natsURL = url
 	}
 
-	storeCfg := buffer.Config{KeyPrefix: cfg.RedisKeyPrefix, TTL: cfg.BufferTTL.D(), DedupeWindow: cfg.DedupeWindow.D()}
+	storeCfg := buffer.Config{KeyPrefix: cfg.RedisKeyPrefix, TTL: cfg.BufferTTL.D(), DedupeWindow: cfg.DedupeWindow.D(),
+		WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout.D()}
 	lockCfg := locking.Config{KeyPrefix: cfg.RedisKeyPrefix, Expiry: cfg.LockTTL.D()}
 	flushCfg := flush.Config{
 		BatchSize:  cfg.BufferSize,
