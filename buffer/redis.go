@@ -442,6 +442,7 @@ func isNoScript(err error) bool {
 // ARGV[6] -> now, ms
 // ARGV[7] -> TTL, ms
 // ARGV[8] -> the conversation's tag
+// ARGV[9] -> now, µs: the floor of a new token
 //
 // Output: {-1} fenced; {0} nothing to claim;
 // {1 new | 2 resumed, token, reason, created ms, pos, records...}
@@ -474,7 +475,7 @@ else
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
   local last = tonumber(redis.call('HGET', KEYS[3], 'ctr') or '0')
-  token = string.format('%d', math.max(last + 1, tonumber(ARGV[6])))
+  token = string.format('%d', math.max(last + 1, tonumber(ARGV[9])))
   code, reason, created = 1, ARGV[5], ARGV[6]
   redis.call('HSET', KEYS[3], 'ctr', token, 'batch', token, 'reason', reason, 'created', created)
 end
@@ -494,12 +495,13 @@ func (r *Redis) Claim(ctx context.Context, c chat.Conversation, fence int64, w W
 }
 
 func (r *Redis) claimArgs(c chat.Conversation, fence int64, w Want) ([]string, []any) {
+	now := r.cfg.Now()
 	var before int64
 	if !w.Before.IsZero() {
 		before = w.Before.UnixMilli()
 	}
 	return []string{r.keys.Buffer(c), r.keys.Inflight(c), r.keys.Meta(c), r.dueKey(c)},
-		[]any{fence, w.Max, w.Min, before, string(w.Reason), r.cfg.Now().UnixMilli(), r.cfg.TTL.Milliseconds(), c.Tag()}
+		[]any{fence, w.Max, w.Min, before, string(w.Reason), now.UnixMilli(), r.cfg.TTL.Milliseconds(), c.Tag(), now.UnixMicro()}
 }
 
 func claimResult(c chat.Conversation, v []any, err error) (Batch, error) {

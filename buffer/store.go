@@ -133,10 +133,12 @@ type Store interface {
 }
 
 // nextToken is the token after last: at least last+1, and at least now in
-// milliseconds, so tokens keep increasing even if a conversation's state
-// expired and started over.
+// microseconds. Tokens so keep increasing even if a conversation's state
+// expired and started over, and a batch claimed later (by wall clock) gets a
+// higher token than one claimed earlier in another store, which matters when
+// the fallback hands a conversation between memory and Redis.
 func nextToken(last int64, now time.Time) int64 {
-	return max(last+1, now.UnixMilli())
+	return max(last+1, now.UnixMicro())
 }
 
 // ClaimReq is one conversation's claim in ClaimMany.

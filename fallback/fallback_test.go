@@ -119,13 +119,14 @@ func TestOutageAndRecovery(t *testing.T) {
 		return i.NumPending == 0 && i.NumAckPending == 0
 	})
 	for i := range 4 {
-		for {
-			res, err := fb.Flush(ctx, conv(i), chat.TriggerManual)
-			if err == nil {
-				_ = res
+		var err error
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if _, err = fb.Flush(ctx, conv(i), chat.TriggerManual); err == nil {
 				break
 			}
-			time.Sleep(10 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("manual flush of %v: %v", conv(i), err)
 		}
 	}
 	if got := modes.Load(); got != 2 {
