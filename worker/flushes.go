@@ -17,16 +17,16 @@ import (
 
 // busyRetry is how soon a size flush that found the conversation locked is
 // tried again: the lock holder may have finished before our append landed.
-const busyRetry = 100 * time.Millisecond
+const busyRetry = 20 * time.Millisecond
 
-// flushQueue runs size flushes on a bounded set of goroutines, at most one
-// queued entry per conversation.
+// flushQueue runs size flushes on a bounded set of goroutines, in groups
+// (FlushMany), at most one queued entry per conversation.
 type flushQueue struct {
 	w  *Worker
 	ch chan chat.Conversation
 
 	mu      sync.Mutex
-	pending map[chat.Conversation]chat.Trigger
+	pending map[chat.Conversation]bool
 	done    chan struct{}
 	closed  bool
 }
@@ -35,20 +35,20 @@ func newFlushQueue(w *Worker, capacity int) *flushQueue {
 	return &flushQueue{
 		w:       w,
 		ch:      make(chan chat.Conversation, capacity),
-		pending: map[chat.Conversation]chat.Trigger{},
+		pending: map[chat.Conversation]bool{},
 		done:    make(chan struct{}),
 	}
 }
 
 // add queues a flush of c unless one is queued already. It blocks while the
 // queue is full (backpressure on the appending lanes).
-func (q *flushQueue) add(c chat.Conversation, reason chat.Trigger) {
+func (q *flushQueue) add(c chat.Conversation) {
 	q.mu.Lock()
-	if _, ok := q.pending[c]; ok || q.closed {
+	if q.pending[c] || q.closed {
 		q.mu.Unlock()
 		return
 	}
-	q.pending[c] = reason
+	q.pending[c] = true
 	q.mu.Unlock()
 	select {
 	case q.ch <- c:
@@ -107,7 +107,7 @@ func (q *flushQueue) flush(ctx context.Context, group []chat.Conversation) {
 	if len(again) > 0 {
 		time.AfterFunc(busyRetry, func() {
 			for _, c := range again {
-				q.add(c, chat.TriggerSize)
+				q.add(c)
 			}
 		})
 	}

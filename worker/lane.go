@@ -122,7 +122,7 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 	}
 	for c, isFull := range full {
 		if isFull {
-			w.flushes.add(c, chat.TriggerSize)
+			w.flushes.add(c)
 		}
 	}
 }
