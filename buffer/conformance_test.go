@@ -211,6 +211,41 @@ func runConformance(t *testing.T, open opener) {
 		}
 	})
 
+	t.Run("retoken moves an in-flight batch above a given token", func(t *testing.T) {
+		s, _ := newStore(t)
+		fill(t, s, alice, 1, 3, t0)
+		b, err := s.Claim(ctx, alice, 5, size)
+		if err != nil || b.Token == 0 {
+			t.Fatalf("Claim = %+v, %v", b, err)
+		}
+		above := b.Token + 1000
+		if _, err := s.Retoken(ctx, alice, 4, b.Token, above); !errors.Is(err, buffer.ErrFenced) {
+			t.Errorf("Retoken with a stale fence: %v, want ErrFenced", err)
+		}
+		token, err := s.Retoken(ctx, alice, 5, b.Token, above)
+		if err != nil || token <= above {
+			t.Fatalf("Retoken = %d, %v; want > %d", token, err, above)
+		}
+		if _, err := s.Retoken(ctx, alice, 5, b.Token, above); !errors.Is(err, buffer.ErrNoBatch) {
+			t.Errorf("Retoken of the old token: %v, want ErrNoBatch", err)
+		}
+		again, err := s.Claim(ctx, alice, 5, size)
+		if err != nil || again.Token != token || !again.Resumed {
+			t.Errorf("Claim after Retoken = %+v, %v; want the batch under token %d", again, err, token)
+		}
+		if _, err := s.Commit(ctx, alice, 5, b.Token, 1); !errors.Is(err, buffer.ErrNoBatch) {
+			t.Errorf("Commit under the old token: %v, want ErrNoBatch", err)
+		}
+		if _, err := s.Commit(ctx, alice, 5, token, 1); err != nil {
+			t.Errorf("Commit under the new token: %v", err)
+		}
+		fill(t, s, alice, 4, 6, t0)
+		next, err := s.Claim(ctx, alice, 5, size)
+		if err != nil || next.Token <= token {
+			t.Errorf("next Claim token %d, %v; want > %d", next.Token, err, token)
+		}
+	})
+
 	t.Run("due index and age claims", func(t *testing.T) {
 		s, clock := newStore(t)
 		fill(t, s, alice, 1, 1, t0)

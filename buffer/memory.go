@@ -470,3 +470,22 @@ func (m *Memory) CommitMany(ctx context.Context, reqs []CommitReq) ([]int64, []e
 	}
 	return left, errs, nil
 }
+
+// Retoken implements Store.
+func (m *Memory) Retoken(ctx context.Context, c chat.Conversation, fence, token, above int64) (int64, error) {
+	if err := m.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer m.unlock()
+	s := m.conv(c)
+	defer m.forget(s)
+	switch {
+	case fence != s.fence:
+		return 0, ErrFenced
+	case len(s.inflight) == 0 || s.batch != token:
+		return 0, ErrNoBatch
+	}
+	s.ctr = max(nextToken(s.ctr, m.cfg.Now()), above+1)
+	s.batch = s.ctr
+	return s.ctr, nil
+}

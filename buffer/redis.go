@@ -676,6 +676,31 @@ func (r *Redis) CommitMany(ctx context.Context, reqs []CommitReq) ([]int64, []er
 	return left, errs, nil
 }
 
+// retokenScript gives the in-flight batch a new token.
+//
+// KEYS[1] -> meta (HASH)
+// ARGV[1] -> fence
+// ARGV[2] -> the batch's token
+// ARGV[3] -> the new token must be above this
+// ARGV[4] -> now, µs
+//
+// Output: -1 fenced; -2 no such batch in flight; else the new token.
+// Time complexity: O(1).
+var retokenScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return -1 end
+if redis.call('HGET', KEYS[1], 'batch') ~= ARGV[2] then return -2 end
+local last = tonumber(redis.call('HGET', KEYS[1], 'ctr') or '0')
+local token = string.format('%d', math.max(last + 1, tonumber(ARGV[3]) + 1, tonumber(ARGV[4])))
+redis.call('HSET', KEYS[1], 'ctr', token, 'batch', token)
+return tonumber(token)
+`)
+
+// Retoken implements Store.
+func (r *Redis) Retoken(ctx context.Context, c chat.Conversation, fence, token, above int64) (int64, error) {
+	n, err := retokenScript.Run(ctx, r.rdb, []string{r.keys.Meta(c)}, fence, token, above, r.cfg.Now().UnixMicro()).Int64()
+	return commitResult(c, n, err)
+}
+
 // Due implements Store: one ZRANGE BYSCORE, O(log n + limit); on a cluster,
 // one per slot in use, pipelined.
 func (r *Redis) Due(ctx context.Context, before time.Time, limit int) ([]chat.Conversation, error) {

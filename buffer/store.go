@@ -121,6 +121,11 @@ type Store interface {
 	// buffer's remaining length. ErrFenced when fence is not the highest
 	// seen; ErrNoBatch when that batch is not in flight.
 	Commit(ctx context.Context, c chat.Conversation, fence, token int64, pos uint64) (int64, error)
+	// Retoken gives the in-flight batch with the given token a new token,
+	// above both above and every token so far, and returns it; for a batch
+	// the sink refused because it holds a later one. ErrFenced and
+	// ErrNoBatch as for Commit.
+	Retoken(ctx context.Context, c chat.Conversation, fence, token, above int64) (int64, error)
 	// Due returns up to limit conversations whose oldest buffered or
 	// in-flight message was received before t, oldest first.
 	Due(ctx context.Context, before time.Time, limit int) ([]chat.Conversation, error)

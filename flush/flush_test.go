@@ -332,3 +332,30 @@ func TestFlushManyExactlyOnce(t *testing.T) {
 	checkExactlyOnce(t, sink, size, app.sent)
 	t.Logf("%d messages, %d batches, %d busy", len(app.sent), len(sink.batches), busy.Load())
 }
+
+// The sink already holds a later batch of the conversation that is not
+// this one (token order turned around by the fallback's two stores): the
+// flusher moves its batch above it instead of being stuck.
+func TestFlushHealsTokenInversion(t *testing.T) {
+	ctx := context.Background()
+	store, srv := redisStore(t, nil)
+	sink := newSink()
+	ahead := flush.Out{Conv: alice, ID: "elsewhere", Token: time.Now().Add(time.Hour).UnixMicro(), Data: []byte(`{}`)}
+	if _, err := sink.Publish(ctx, ahead); err != nil {
+		t.Fatal(err)
+	}
+	f := flush.New(store, locking.NewRedis(srv.Client(t), locking.Config{}), sink, flush.Config{BatchSize: 10})
+	app := newAppender()
+	app.append(t, store, alice, 10, time.Now())
+	res, err := f.Flush(ctx, alice, chat.TriggerSize)
+	if err != nil || len(res.BatchIDs) != 1 {
+		t.Fatalf("Flush = %v, %v; want one batch", res, err)
+	}
+	last := sink.batches[len(sink.batches)-1]
+	if last.Token <= ahead.Token || last.ID != res.BatchIDs[0] {
+		t.Errorf("published token %d (%s), want above %d", last.Token, last.ID, ahead.Token)
+	}
+	if n, _ := store.Len(ctx, alice); n != 0 {
+		t.Errorf("%d messages left", n)
+	}
+}

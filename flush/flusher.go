@@ -22,9 +22,17 @@ const (
 	DefaultMaxAge    = 5 * time.Minute
 )
 
-// ErrStale: the sink already holds a later batch of the conversation; the
-// flusher lost its lock and must not publish.
+// ErrStale: the sink already holds a later batch of the conversation.
 var ErrStale = errors.New("flush: a later batch was already published")
+
+// StaleError is ErrStale with the token of the sink's last batch.
+type StaleError struct{ Last int64 }
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("flush: a later batch (token %d) was already published", e.Last)
+}
+
+func (e *StaleError) Is(target error) bool { return target == ErrStale }
 
 // Out is a batch on its way to the sink.
 type Out struct {
@@ -33,6 +41,9 @@ type Out struct {
 	Token  int64  // fencing_token
 	Reason chat.Trigger
 	Data   []byte // the batch JSON
+	// Created and Records rebuild Data under a new token.
+	Created time.Time
+	Records []chat.Record
 	// After is the sink position of the conversation's previous batch as the
 	// store knows it (0: none known). A sink that can compare-and-set
 	// publishes only while it still is the conversation's last batch.
@@ -45,8 +56,8 @@ type Out struct {
 //
 // Publish returns the batch's position in the sink. Publishing a batch whose
 // ID the sink already holds must not add a second copy; it returns the
-// position of the first. It returns ErrStale when the sink holds a later
-// batch (higher Token) of the conversation.
+// position of the first. It returns a *StaleError when the sink holds a
+// later batch (higher Token) of the conversation and not this one.
 type Sink interface {
 	Publish(ctx context.Context, b Out) (pos uint64, err error)
 }
@@ -170,12 +181,12 @@ func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64
 	if b.Resumed {
 		log.Info("flush: resuming a batch claimed by a flusher that did not finish", "reason", b.Reason, "messages", out.messages)
 	}
-	pos, err := f.sink.Publish(ctx, out)
+	pos, err := f.publish(ctx, f.sink.Publish, fence, &out)
 	if err != nil {
 		f.hookError("publish", err)
 		return "", 0, fmt.Errorf("flush: publish %s: %w", out.ID, err)
 	}
-	remaining, err := f.store.Commit(ctx, c, fence, b.Token, pos)
+	remaining, err := f.store.Commit(ctx, c, fence, out.Token, pos)
 	if err != nil {
 		f.hookError("commit", err)
 		return "", 0, fmt.Errorf("flush: commit %s: %w", out.ID, err)
@@ -186,6 +197,31 @@ func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64
 		f.cfg.Hooks.Batch(b.Reason, out.messages, d)
 	}
 	return out.ID, remaining, nil
+}
+
+// publish publishes out; when the sink already holds a later batch, the
+// batch was not published (the sink recognises a batch it holds by its
+// id), so it takes a token above the sink's last one from the store, which
+// checks the fence, and is published under that. This heals a token order
+// turned around by the fallback (batches of one conversation from local
+// memory and from Redis), and it cannot help a flusher that lost its lock:
+// the store refuses it (ErrFenced).
+func (f *Flusher) publish(ctx context.Context, pub func(context.Context, Out) (uint64, error), fence int64, out *Out) (uint64, error) {
+	for range 3 {
+		pos, err := pub(ctx, *out)
+		var stale *StaleError
+		if !errors.As(err, &stale) {
+			return pos, err
+		}
+		token, terr := f.store.Retoken(ctx, out.Conv, fence, out.Token, stale.Last)
+		if terr != nil {
+			return 0, errors.Join(err, terr)
+		}
+		f.cfg.Logger.Warn("flush: batch token behind the stream's last batch; republishing under a new token",
+			logConv(out.Conv, slog.String("batch_id", out.ID), slog.Int64("last_token", stale.Last), slog.Int64("new_token", token))...)
+		out.retoken(token)
+	}
+	return 0, fmt.Errorf("flush: %s: %w", out.ID, ErrStale)
 }
 
 func (f *Flusher) want(reason chat.Trigger) buffer.Want {

@@ -109,7 +109,11 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 		pos, perrs := mk.PublishMany(ctx, outs)
 		var commits []buffer.CommitReq
 		var cidx []int
-		for j, out := range outs {
+		for j := range outs {
+			if errors.Is(perrs[j], ErrStale) {
+				pos[j], perrs[j] = f.publish(ctx, mk.Publish, fences[idx[j]], &outs[j])
+			}
+			out := outs[j]
 			if perrs[j] != nil {
 				f.hookError("publish", perrs[j])
 				errs = append(errs, fmt.Errorf("flush: publish %s: %w", out.ID, perrs[j]))
@@ -190,6 +194,15 @@ func (f *Flusher) out(c chat.Conversation, b buffer.Batch) (Out, error) {
 		Reason:   b.Reason,
 		Data:     chat.EncodeBatch(c, b.Token, b.Reason, b.Created, records),
 		After:    b.After,
+		Created:  b.Created,
+		Records:  records,
 		messages: len(records),
 	}, nil
+}
+
+// retoken rebuilds the batch under a new token.
+func (o *Out) retoken(token int64) {
+	o.Token = token
+	o.ID = chat.BatchID(o.Conv, token)
+	o.Data = chat.EncodeBatch(o.Conv, token, o.Reason, o.Created, o.Records)
 }

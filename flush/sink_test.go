@@ -42,7 +42,7 @@ func (s *recordingSink) Publish(ctx context.Context, b flush.Out) (uint64, error
 		return pos, nil
 	}
 	if last, ok := s.last[b.Conv]; ok && last.Token > b.Token {
-		return 0, flush.ErrStale
+		return 0, &flush.StaleError{Last: last.Token}
 	}
 	s.batches = append(s.batches, b)
 	pos := uint64(len(s.batches))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,11 +73,68 @@ func (s *Sink) Publish(ctx context.Context, b flush.Out) (uint64, error) {
 			return 0, fmt.Errorf("stream: last batch on %s (seq %d) has no valid %s header", subject, last.Sequence, HeaderToken)
 		}
 		if token >= b.Token {
-			return 0, fmt.Errorf("stream: batch %s (token %d) after token %d: %w", b.ID, b.Token, token, flush.ErrStale)
+			// A later batch is last. Ours may still be in the stream before
+			// it (published, then the commit failed, then the fallback
+			// published more): look among the subject's batches since ours
+			// was claimed before calling it stale.
+			seq, found, err := s.find(ctx, subject, b.ID, b.Created.Add(-clockSkew), last.Sequence)
+			if err != nil {
+				return 0, fmt.Errorf("stream: look for batch %s on %s: %w", b.ID, subject, err)
+			}
+			if found {
+				return seq, nil
+			}
+			return 0, fmt.Errorf("stream: batch %s (token %d): %w", b.ID, b.Token, &flush.StaleError{Last: token})
 		}
 		after = last.Sequence
 	}
 	return 0, fmt.Errorf("stream: publish batch %s: subject %s kept changing", b.ID, subject)
+}
+
+// clockSkew is how far a worker's clock may be ahead of the NATS server's,
+// when find looks for batches stored since a worker-side time.
+const clockSkew = time.Minute
+
+// find looks for the batch with the given id among the subject's batches
+// stored since since, up to sequence until.
+func (s *Sink) find(ctx context.Context, subject, id string, since time.Time, until uint64) (uint64, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cons, err := s.js.OrderedConsumer(ctx, s.cfg.FlushedStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+		HeadersOnly:    true,
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	for {
+		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return 0, false, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return 0, false, err
+			}
+			if m.Headers().Get(jetstream.MsgIDHeader) == id {
+				return meta.Sequence.Stream, true, nil
+			}
+			if meta.Sequence.Stream >= until {
+				return 0, false, nil
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return 0, false, err
+		}
+		if n == 0 {
+			return 0, false, nil
+		}
+	}
 }
 
 func (s *Sink) lastBatch(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {

@@ -84,7 +84,7 @@ func TestSinkFencesOnTheStream(t *testing.T) {
 		sink := stream.NewSink(js, cfg)
 		c := chat.Conversation{User: "a:b", Device: "c", Agent: "d"}
 		out := func(token int64, after uint64) flush.Out {
-			return flush.Out{Conv: c, ID: chat.BatchID(c, token), Token: token, Reason: chat.TriggerSize, Data: []byte(`{}`), After: after}
+			return flush.Out{Conv: c, ID: chat.BatchID(c, token), Token: token, Reason: chat.TriggerSize, Data: []byte(`{}`), After: after, Created: time.Now()}
 		}
 
 		p1, err := sink.Publish(ctx, out(100, 0))
@@ -102,8 +102,15 @@ func TestSinkFencesOnTheStream(t *testing.T) {
 			t.Fatalf("publish 200: %v", err)
 		}
 		// A stale flusher with an older batch cannot publish after 200.
-		if _, err := sink.Publish(ctx, out(150, p1)); !errors.Is(err, flush.ErrStale) {
-			t.Errorf("publish of stale 150: %v, want ErrStale", err)
+		_, err = sink.Publish(ctx, out(150, p1))
+		var stale *flush.StaleError
+		if !errors.Is(err, flush.ErrStale) || !errors.As(err, &stale) || stale.Last != 200 {
+			t.Errorf("publish of stale 150: %v, want ErrStale naming token 200", err)
+		}
+		// Batch 100 again, now that 200 followed it (its commit failed, and
+		// another store published 200): found in the stream, not stale.
+		if again, err := sink.Publish(ctx, out(100, 0)); err != nil || again != p1 {
+			t.Errorf("republish 100 after 200 = %d, %v; want %d", again, err, p1)
 		}
 		// A store that lost its position (After 0) still follows the last batch.
 		p3, err := sink.Publish(ctx, out(300, 0))
