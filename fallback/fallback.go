@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,12 @@ type Buffers struct {
 	mu      sync.RWMutex
 	isLocal atomic.Bool
 	wake    chan struct{}
+
+	// doubt holds conversations whose append failed with Redis going away:
+	// Redis may have applied it before the connection broke, so their local
+	// messages are not flushed locally (that could publish a message Redis
+	// also holds) but only moved into Redis, which deduplicates.
+	doubt sync.Map // chat.Conversation -> struct{}
 }
 
 // New returns Buffers in shared mode. local.Store must be mem, created with
@@ -96,6 +103,9 @@ func (b *Buffers) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffe
 		if err == nil || ctx.Err() != nil {
 			return res, err
 		}
+		for _, it := range items {
+			b.doubt.Store(it.Conv, struct{}{})
+		}
 		b.degrade(err)
 	}
 	return b.local.Store.AppendBatch(ctx, items)
@@ -116,28 +126,46 @@ func (b *Buffers) degrade(cause error) {
 	}
 }
 
-// Flush flushes c on the side appends currently go to.
+func (b *Buffers) inDoubt(c chat.Conversation) bool {
+	_, ok := b.doubt.Load(c)
+	return ok
+}
+
+// Flush flushes c on the side appends currently go to. A conversation in
+// doubt is not flushed locally (nothing happens until Redis is back).
 func (b *Buffers) Flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) (flush.Result, error) {
 	if b.isLocal.Load() {
+		if b.inDoubt(c) {
+			return flush.Result{}, nil
+		}
 		return b.local.Flusher.Flush(ctx, c, reason)
 	}
 	return b.shared.Flusher.Flush(ctx, c, reason)
 }
 
-// FlushMany flushes many conversations on the side appends currently go to.
+// FlushMany flushes many conversations on the side appends currently go to,
+// skipping those in doubt locally.
 func (b *Buffers) FlushMany(ctx context.Context, cs []chat.Conversation, reason chat.Trigger) (flush.Result, []chat.Conversation, error) {
 	if b.isLocal.Load() {
-		return b.local.Flusher.FlushMany(ctx, cs, reason)
+		sure := slices.DeleteFunc(slices.Clone(cs), b.inDoubt)
+		return b.local.Flusher.FlushMany(ctx, sure, reason)
 	}
 	return b.shared.Flusher.FlushMany(ctx, cs, reason)
 }
 
 // Sweep runs one age sweep on the current side.
 func (b *Buffers) Sweep(ctx context.Context) (int, error) {
-	if b.isLocal.Load() {
-		return b.local.Sweeper.Sweep(ctx)
+	if !b.isLocal.Load() {
+		return b.shared.Sweeper.Sweep(ctx)
 	}
-	return b.shared.Sweeper.Sweep(ctx)
+	cfg := b.local.Flusher.Config()
+	due, err := b.mem.Due(ctx, cfg.Now().Add(-cfg.MaxAge), 1000)
+	if err != nil {
+		return 0, err
+	}
+	due = slices.DeleteFunc(due, b.inDoubt)
+	res, _, err := b.local.Flusher.FlushMany(ctx, due, chat.TriggerAge)
+	return len(res.BatchIDs), err
 }
 
 // Oldest reports the oldest pending message of the current side.
@@ -199,6 +227,7 @@ func (b *Buffers) recover(ctx context.Context) error {
 		return err
 	}
 	b.isLocal.Store(false)
+	b.doubt.Clear()
 	b.cfg.Logger.Info("fallback: Redis is back; local buffers moved into it; shared mode", "messages_moved_last_round", moved)
 	if b.cfg.OnMode != nil {
 		b.cfg.OnMode(Shared)
@@ -235,13 +264,18 @@ func (b *Buffers) moveAll(ctx context.Context) (int, error) {
 // (under its id, so a copy that reached the stream is not repeated); one the
 // stream refuses as stale was not published and is moved with the rest.
 func (b *Buffers) move(ctx context.Context, c chat.Conversation) (int, error) {
-	if _, err := b.local.Flusher.Flush(ctx, c, chat.TriggerSize); errors.Is(err, flush.ErrStale) {
-		b.mem.Unclaim(c)
-	} else if err != nil {
-		return 0, fmt.Errorf("fallback: publish local batch of %s: %w", c, err)
+	// A conversation in doubt was never flushed locally: nothing claimed,
+	// all of it goes to Redis.
+	if !b.inDoubt(c) {
+		if _, err := b.local.Flusher.Flush(ctx, c, chat.TriggerSize); errors.Is(err, flush.ErrStale) {
+			b.mem.Unclaim(c)
+		} else if err != nil {
+			return 0, fmt.Errorf("fallback: publish local batch of %s: %w", c, err)
+		}
 	}
 	n, refused, err := b.take(ctx, c)
 	if refused != nil {
+		b.doubt.Delete(c) // Redis holds none of it: it refuses the conversation
 		// Redis refuses this conversation (a key of the wrong type, say):
 		// publish its messages from here rather than hold them forever.
 		b.cfg.Logger.Warn("fallback: Redis refuses a conversation; flushing it from local memory", "user", c.User,
