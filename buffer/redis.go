@@ -142,7 +142,7 @@ func (r *Redis) waitReplicas(ctx context.Context, items []Item) error {
 			return fmt.Errorf("buffer: wait for replicas: %w", err)
 		}
 		if n, _ := wait.Int64(); n < int64(r.cfg.WaitReplicas) {
-			return fmt.Errorf("buffer: %d of %d replicas acknowledged within %v", n, r.cfg.WaitReplicas, r.cfg.WaitTimeout)
+			return fmt.Errorf("buffer: %d of %d replicas acknowledged within %v: %w", n, r.cfg.WaitReplicas, r.cfg.WaitTimeout, ErrNotReplicated)
 		}
 	}
 	return nil

@@ -36,6 +36,10 @@ var (
 	ErrFenced = errors.New("buffer: fenced by a newer lock owner")
 	// ErrNoBatch: Commit of a batch that is not in flight (already committed).
 	ErrNoBatch = errors.New("buffer: no such batch in flight")
+	// ErrNotReplicated: the append is in Redis, but not on WaitReplicas
+	// replicas within WaitTimeout; retry it (it is deduplicated) rather than
+	// ack it.
+	ErrNotReplicated = errors.New("buffer: not replicated")
 )
 
 // Config tunes a Store. Zero values mean the defaults.

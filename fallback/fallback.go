@@ -100,7 +100,8 @@ func (b *Buffers) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffe
 	defer b.mu.RUnlock()
 	if !b.isLocal.Load() {
 		res, err := b.shared.Store.AppendBatch(ctx, items)
-		if err == nil || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil || errors.Is(err, buffer.ErrNotReplicated) {
+			// Not replicated yet is Redis answering: retry there, no switch.
 			return res, err
 		}
 		for _, it := range items {

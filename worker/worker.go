@@ -245,6 +245,10 @@ func (w *Worker) ensure(ctx context.Context) (jetstream.Consumer, error) {
 func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, lanes []chan jetstream.Msg) error {
 	it, err := cons.Messages(
 		jetstream.PullMaxMessages(len(lanes)*w.cfg.AppendBatch),
+		// Short pulls: after a consumer leader moves (clustered NATS) or the
+		// server restarts, the next pull goes out within seconds, not after
+		// the default 30 s.
+		jetstream.PullExpiry(5*time.Second),
 		jetstream.WithMessagesErrOnMissingHeartbeat(false),
 	)
 	if err != nil {

@@ -21,8 +21,8 @@ import (
 const (
 	ackTimeout  = 10 * time.Second       // a PubAck not back by then is an error, retried
 	stallWait   = 30 * time.Second       // longest wait for a free place in the window
-	maxAttempts = 5                      // publishes of one message before it counts as failed
-	retryPause  = 200 * time.Millisecond // times the attempt number
+	maxAttempts = 8                      // publishes of one message before it counts as failed (about 15 s, longer than a leader election)
+	retryPause  = 500 * time.Millisecond // times the attempt number
 	maxErrors   = 5                      // distinct errors kept for the summary
 )
 
