@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -99,22 +100,17 @@ func Decode(body []byte, c Conversation, maxBytes int) (Message, error) {
 	if !utf8.Valid(body) {
 		return Message{}, reject(ReasonBadJSON, "body is not valid UTF-8")
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(body, &obj); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return Message{}, reject(ReasonInvalid, "body is a JSON %s, want an object", typeErr.Value)
-		}
+	if !json.Valid(body) {
+		var v any
+		err := json.Unmarshal(body, &v) // only for its message
 		return Message{}, reject(ReasonBadJSON, "%v", err)
 	}
-	w := wireMessage{
-		Role: obj["role"], Content: obj["content"], MessageID: obj["message_id"],
-		Timestamp: obj["timestamp"], Metadata: obj["metadata"],
-		UserID: obj["user_id"], DeviceID: obj["device_id"], AgentID: obj["agent_id"],
+	w, err := members(body)
+	if err != nil {
+		return Message{}, err
 	}
 
 	var m Message
-	var err error
 	if m.Role, err = requiredString("role", w.Role); err != nil {
 		return Message{}, err
 	}
@@ -188,6 +184,9 @@ func optionalString(name string, raw json.RawMessage) (string, error) {
 	if raw[0] != '"' {
 		return "", reject(ReasonInvalid, "%s must be a string", name)
 	}
+	if plain(raw) {
+		return string(raw[1 : len(raw)-1]), nil
+	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return "", reject(ReasonInvalid, "%s: %v", name, err)
@@ -203,4 +202,107 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "..."
+}
+
+// members picks the contract's fields out of body, a JSON text that
+// json.Valid accepted, by their exact (case-sensitive) names; the last of
+// duplicate names wins and other members are ignored. A body that is not an
+// object is invalid.
+func members(body []byte) (wireMessage, error) {
+	var w wireMessage
+	i := skipSpace(body, 0)
+	if body[i] != '{' {
+		kind := map[byte]string{'[': "array", '"': "string", 't': "bool", 'f': "bool", 'n': "null"}[body[i]]
+		if kind == "" {
+			kind = "number"
+		}
+		return w, reject(ReasonInvalid, "body is a JSON %s, want an object", kind)
+	}
+	for i = skipSpace(body, i+1); body[i] != '}'; {
+		end := skipString(body, i)
+		key := body[i:end]
+		i = skipSpace(body, end)
+		i = skipSpace(body, i+1) // the colon
+		vend := skipValue(body, i)
+		val := json.RawMessage(body[i:vend])
+		name := string(key[1 : len(key)-1])
+		if !plain(key) {
+			if err := json.Unmarshal(key, &name); err != nil {
+				return w, reject(ReasonBadJSON, "member name %s: %v", key, err)
+			}
+		}
+		switch name {
+		case "role":
+			w.Role = val
+		case "content":
+			w.Content = val
+		case "message_id":
+			w.MessageID = val
+		case "timestamp":
+			w.Timestamp = val
+		case "metadata":
+			w.Metadata = val
+		case "user_id":
+			w.UserID = val
+		case "device_id":
+			w.DeviceID = val
+		case "agent_id":
+			w.AgentID = val
+		}
+		i = skipSpace(body, vend)
+		if body[i] == ',' {
+			i = skipSpace(body, i+1)
+		}
+	}
+	return w, nil
+}
+
+// plain reports whether a JSON string literal has no escapes, so that its
+// bytes between the quotes are its value.
+func plain(lit []byte) bool {
+	return bytes.IndexByte(lit, '\\') < 0
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string literal starting at i.
+func skipString(b []byte, i int) int {
+	for i++; b[i] != '"'; i++ {
+		if b[i] == '\\' {
+			i++
+		}
+	}
+	return i + 1
+}
+
+// skipValue returns the index after the JSON value starting at i.
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; ; i++ {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+	default:
+		for i < len(b) && !strings.ContainsRune(",}] \t\r\n", rune(b[i])) {
+			i++
+		}
+		return i
+	}
 }
