@@ -180,7 +180,7 @@ for c = 1, (#KEYS - 1) / 2 do
   end
   local at = #out + 1
   out[at] = 0
-  local n, first = nil, nil
+  local n, first, appended = nil, nil, 0
   for i = a, a + 2 * k - 1, 2 do
     local fresh = redis.call('ZADD', dd, 'NX', now, ARGV[i]) == 1
     if not fresh and tonumber(redis.call('ZSCORE', dd, ARGV[i])) < horizon then
@@ -190,6 +190,7 @@ for c = 1, (#KEYS - 1) / 2 do
     if fresh then
       n = redis.call('RPUSH', buf, ARGV[i + 1])
       first = first or ARGV[i + 1]
+      appended = appended + 1
       out[#out + 1] = 1
     else
       out[#out + 1] = 0
@@ -198,7 +199,11 @@ for c = 1, (#KEYS - 1) / 2 do
   a = a + 2 * k
   if first then
     redis.call('PEXPIRE', buf, ARGV[3])
-    redis.call('ZADD', KEYS[1], 'NX', string.match(first, '^%d+'), tag)
+    if n == appended then
+      -- The buffer was empty: it enters the due index. A non-empty buffer
+      -- (or one with a batch in flight) is in the index already.
+      redis.call('ZADD', KEYS[1], 'NX', string.match(first, '^%d+'), tag)
+    end
   end
   redis.call('PEXPIRE', dd, ARGV[2])
   out[at] = n or redis.call('LLEN', buf)
