@@ -39,6 +39,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	code := m.Run()
+	printSummary(os.Stdout)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -55,7 +56,13 @@ type system struct {
 }
 
 func newSystem(t *testing.T, nats func(testing.TB) *natstest.Server, env ...string) *system {
-	s := &system{t: t, redis: redistest.Start(t), nats: nats(t)}
+	return newSystemRedisArgs(t, nats, nil, env...)
+}
+
+// newSystemRedisArgs is newSystem with extra redis-server arguments, such as
+// "--appendfsync", "always".
+func newSystemRedisArgs(t *testing.T, nats func(testing.TB) *natstest.Server, redisArgs []string, env ...string) *system {
+	s := &system{t: t, redis: redistest.Start(t, redisArgs...), nats: nats(t)}
 	s.env = append([]string{
 		"REDIS_HOST=127.0.0.1",
 		"REDIS_PORT=" + strconv.Itoa(s.redis.Port),
@@ -163,7 +170,12 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 
 // loadResult is what `producer load --json` prints.
 type loadResult struct {
+	Requested  int            `json:"requested"`
 	Published  int            `json:"published"`
+	Failures   int            `json:"failures"` // publishes given up after retries
+	Retries    int            `json:"retries"`
+	DupAcks    int            `json:"duplicate_acks"`
+	Errors     []string       `json:"errors"`
 	NATSServer string         `json:"nats_server"`
 	Report     *verify.Report `json:"report"`
 }

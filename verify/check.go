@@ -315,7 +315,10 @@ func (c *checker) batch(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 		}
 		marker := markers[i]
 		s, ok := c.sent[marker]
-		if !ok || (s.Seq != 0 && s.Seq != m.Seq) {
+		// A message with a message_id is one message whatever its CHAT_IN
+		// copy (a retry after a lost PubAck can store a second copy, which
+		// the workers deduplicate); without one, only the acked copy counts.
+		if !ok || (s.MessageID == "" && s.Seq != 0 && s.Seq != m.Seq) {
 			c.rep.Unexpected++
 			continue
 		}
