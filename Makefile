@@ -4,7 +4,7 @@ STATICCHECK   ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME      ?= 30s
 TEST_FLAGS    ?= -race -timeout 15m
 
-.PHONY: all build demo test lint deps fuzz bench clean
+.PHONY: all build demo test lint deps fuzz bench chaos gobench clean
 
 all: build
 
@@ -40,9 +40,30 @@ fuzz:
 	  done; \
 	done
 
-## bench: Go benchmarks of the hot paths against a private redis-server.
+## bench: the benchmark harness (~15 min): private redis-server and nats-server
+## processes, references, buffer layer, drain, baseline, steady state, growth;
+## prints a table, writes bench/results/latest.{md,json} and a dated copy.
+## BENCH_FLAGS passes flags (go run ./bench --help), e.g. --max-conversations=100000.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) run ./bench $(BENCH_FLAGS)
+
+## bench-smoke: the harness in its ~20 s mode (bench/results/smoke-latest.*),
+## for CI; fails only when a measurement cannot be taken, never on a target.
+.PHONY: bench-smoke
+bench-smoke: deps
+	$(GO) run ./bench --smoke $(BENCH_FLAGS)
+
+## gobench: the Go benchmarks of the hot paths (decode, keys, append,
+## claim/commit, batch encoding, completion cache) with -benchmem.
+gobench: deps
+	$(GO) test -run '^$$' -bench . -benchmem ./chat/ ./buffer/ ./completion/
+
+## chaos: the fault tests in their long form (kill -9 under 30,000 messages,
+## Redis and NATS restarts, SIGSTOP past the lock, a 30 s Redis outage with
+## the fallback, poison and pressure, a minute of steady load for memory,
+## cluster failovers). CI runs the same tests in their short form.
+chaos: deps
+	CHATBUF_CHAOS=long $(GO) test -count=1 -timeout 60m -v -run 'TestCrash|TestRedis|TestNATS|TestStale|TestPoison|TestBounded' ./e2e/
 
 clean:
 	rm -rf bin
