@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/opencontext/chatbuf/chat"
-	"github.com/opencontext/chatbuf/locking"
 )
 
 // DefaultSweepInterval is how often a Sweeper looks for old buffers.
@@ -50,6 +49,9 @@ func (s *Sweeper) Run(ctx context.Context) error {
 	}
 }
 
+// sweepGroup is how many conversations one FlushMany of a sweep takes.
+const sweepGroup = 64
+
 // Sweep runs one pass: it flushes (reason age) each conversation that the
 // due index lists as older than MaxAge, skipping those another flusher
 // holds. It returns how many batches it published.
@@ -60,13 +62,12 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	}
 	var n int
 	var errs []error
-	for _, c := range due {
-		if ctx.Err() != nil {
-			break
-		}
-		res, err := s.f.Flush(ctx, c, chat.TriggerAge)
+	for len(due) > 0 && ctx.Err() == nil {
+		group := due[:min(len(due), sweepGroup)]
+		due = due[len(group):]
+		res, _, err := s.f.FlushMany(ctx, group, chat.TriggerAge)
 		n += len(res.BatchIDs)
-		if err != nil && !errors.Is(err, locking.ErrBusy) {
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}
