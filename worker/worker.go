@@ -241,8 +241,33 @@ func (w *Worker) ensure(ctx context.Context) (jetstream.Consumer, error) {
 }
 
 // consume pulls messages and deals them to lanes by conversation, so that a
-// conversation's messages keep their order inside this worker.
+// conversation's messages keep their order inside this worker. It returns
+// when ctx is done; an iterator that closes before that (the consumer
+// deleted, the connection closed) is set up again.
 func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, lanes []chan jetstream.Msg) error {
+	for {
+		err := w.consumeOnce(ctx, cons, lanes)
+		if ctx.Err() != nil {
+			return nil
+		}
+		w.hookNATSError(err)
+		w.log.Warn("worker: message iterator closed while running; setting it up again", "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+		if cons, err = w.ensure(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// consumeOnce runs one message iterator until it closes.
+func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, lanes []chan jetstream.Msg) error {
 	it, err := cons.Messages(
 		jetstream.PullMaxMessages(len(lanes)*w.cfg.AppendBatch),
 		// Short pulls: after a consumer leader moves (clustered NATS) or the
@@ -254,15 +279,21 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, lanes []c
 	if err != nil {
 		return fmt.Errorf("worker: consume: %w", err)
 	}
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
-		<-ctx.Done()
-		it.Drain() // deliver what was pulled, pull no more
+		select {
+		case <-ctx.Done():
+			it.Drain() // deliver what was pulled, pull no more
+		case <-done:
+			it.Stop()
+		}
 	}()
 	for {
 		msg, err := it.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
+				return err
 			}
 			w.hookNATSError(err)
 			w.log.Warn("worker: pull failed", "error", err)

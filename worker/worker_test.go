@@ -390,3 +390,22 @@ func TestAgeTriggerFlushesPartialBuffers(t *testing.T) {
 		t.Errorf("got %d batches, want one age batch", len(batches))
 	}
 }
+
+// The consumer disappears under a running worker (deleted by an operator):
+// the worker sets it up again and keeps consuming instead of stopping.
+func TestWorkerSurvivesConsumerDeletion(t *testing.T) {
+	e := newEnv(t, natstest.Embedded)
+	e.startWorker(t, time.Hour)
+	ctx := context.Background()
+	if err := e.js.DeleteConsumer(ctx, e.cfg.InStream, e.cfg.Consumer); err != nil {
+		t.Fatalf("DeleteConsumer: %v", err)
+	}
+	c := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
+	want := sent{}
+	for i := range size {
+		m := fmt.Sprintf("after-%d", i)
+		want[m] = c
+		e.publish(t, c, fmt.Sprintf(`{"role":"user","content":%q}`, m), "")
+	}
+	check(t, e.batchesHolding(t, size), want)
+}
