@@ -359,3 +359,24 @@ func TestFlushHealsTokenInversion(t *testing.T) {
 		t.Errorf("%d messages left", n)
 	}
 }
+
+// One sweep takes further pages when the first was full, so a backlog of
+// old buffers larger than the page limit drains in one pass.
+func TestSweepTakesFurtherPages(t *testing.T) {
+	ctx := context.Background()
+	clock := clocktest.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
+	store, srv := redisStore(t, clock.Now)
+	sink := newSink()
+	f := flush.New(store, locking.NewRedis(srv.Client(t), locking.Config{Now: clock.Now}), sink,
+		flush.Config{BatchSize: 10, MaxAge: time.Minute, Now: clock.Now})
+	app := newAppender()
+	for i := range 5 {
+		app.append(t, store, chat.Conversation{User: fmt.Sprintf("u%d", i), Device: "d", Agent: "a"}, 2, clock.Now())
+	}
+	clock.Advance(2 * time.Minute)
+	n, err := flush.NewSweeper(f, time.Second, 2).Sweep(ctx)
+	if err != nil || n != 5 {
+		t.Fatalf("Sweep with a page of 2 = %d batches, %v; want all 5 old buffers", n, err)
+	}
+	checkExactlyOnce(t, sink, 10, app.sent)
+}

@@ -49,26 +49,40 @@ func (s *Sweeper) Run(ctx context.Context) error {
 	}
 }
 
-// sweepGroup is how many conversations one FlushMany of a sweep takes.
-const sweepGroup = 64
+// sweepGroup is how many conversations one FlushMany of a sweep takes, and
+// maxSweepPages how many pages of due conversations one sweep takes.
+const (
+	sweepGroup    = 64
+	maxSweepPages = 16
+)
 
 // Sweep runs one pass: it flushes (reason age) each conversation that the
 // due index lists as older than MaxAge, skipping those another flusher
 // holds. It returns how many batches it published.
 func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
-	due, err := s.f.store.Due(ctx, s.f.cfg.Now().Add(-s.f.cfg.MaxAge), s.limit)
-	if err != nil {
-		return 0, err
-	}
 	var n int
 	var errs []error
-	for len(due) > 0 && ctx.Err() == nil {
-		group := due[:min(len(due), sweepGroup)]
-		due = due[len(group):]
-		res, _, err := s.f.FlushMany(ctx, group, chat.TriggerAge)
-		n += len(res.BatchIDs)
+	// A full page means more may be due: take further pages, up to
+	// maxSweepPages, so that a large backlog of old buffers drains at more
+	// than one page per interval.
+	for page := 0; page < maxSweepPages && ctx.Err() == nil; page++ {
+		due, err := s.f.store.Due(ctx, s.f.cfg.Now().Add(-s.f.cfg.MaxAge), s.limit)
 		if err != nil {
-			errs = append(errs, err)
+			return n, errors.Join(append(errs, err)...)
+		}
+		full := len(due) == s.limit
+		before := n
+		for len(due) > 0 && ctx.Err() == nil {
+			group := due[:min(len(due), sweepGroup)]
+			due = due[len(group):]
+			res, _, err := s.f.FlushMany(ctx, group, chat.TriggerAge)
+			n += len(res.BatchIDs)
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if !full || n == before {
+			break // all due ones seen, or none of this page could be flushed
 		}
 	}
 	return n, errors.Join(errs...)
