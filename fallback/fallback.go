@@ -61,10 +61,11 @@ type Buffers struct {
 	isLocal atomic.Bool
 	wake    chan struct{}
 
-	// doubt holds conversations whose append failed with Redis going away:
-	// Redis may have applied it before the connection broke, so their local
-	// messages are not flushed locally (that could publish a message Redis
-	// also holds) but only moved into Redis, which deduplicates.
+	// doubt holds conversations whose append or move into Redis failed:
+	// Redis may have applied it (before the connection broke, or without
+	// the replicas WAIT asked for), so their local messages are not flushed
+	// locally (that could publish a message Redis also holds) but only moved
+	// into Redis, which deduplicates.
 	doubt sync.Map // chat.Conversation -> struct{}
 }
 
@@ -304,6 +305,9 @@ func (b *Buffers) take(ctx context.Context, c chat.Conversation) (moved int, ref
 	}
 	res, err := b.shared.Store.AppendBatch(ctx, items)
 	if err != nil {
+		// Redis may hold them now (ErrNotReplicated says it does; a broken
+		// connection leaves it open), so from here on they only move.
+		b.doubt.Store(c, struct{}{})
 		b.mem.Restore(c, items)
 		return 0, nil, fmt.Errorf("fallback: move %s into Redis: %w", c, err)
 	}

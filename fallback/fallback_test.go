@@ -173,3 +173,97 @@ func TestOutageAndRecovery(t *testing.T) {
 		}
 	}
 }
+
+// A move into Redis that Redis applies but cannot replicate in time
+// (REDIS_WAIT_REPLICAS with the replica gone) leaves the messages both in
+// Redis and in local memory. They must then only move, never be flushed
+// locally as well: that would publish them twice.
+func TestUnreplicatedMoveIsNotFlushedLocally(t *testing.T) {
+	ctx := context.Background()
+	rs := redistest.Start(t) // no replica: every WAIT falls short
+	ns := natstest.Embedded(t)
+	js, err := jetstream.New(ns.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.Config{}.WithDefaults()
+	if _, err := stream.Ensure(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	rdb := rs.Client(t)
+	sink := stream.NewSink(js, cfg)
+	side := func(store buffer.Store, locker locking.Locker) fallback.Side {
+		f := flush.New(store, locker, sink, flush.Config{BatchSize: size, MaxAge: time.Hour})
+		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0, 0)}
+	}
+	shared := buffer.NewRedis(rdb, buffer.Config{WaitReplicas: 1, WaitTimeout: 20 * time.Millisecond})
+	mem := buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func([]string) {}})
+	fb := fallback.New(side(shared, locking.NewRedis(rdb, locking.Config{})),
+		side(mem, locking.NewMemory(locking.Config{})), mem,
+		func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		fallback.Config{ProbeMin: 10 * time.Millisecond, ProbeMax: 50 * time.Millisecond})
+
+	item := func(c chat.Conversation, i int, at time.Time) buffer.Item {
+		m := chat.Message{Role: "user", Content: json.RawMessage(fmt.Sprintf(`"m%d"`, i)), MessageID: fmt.Sprintf("id%d", i)}
+		return buffer.Item{Conv: c, Key: m.DedupeKey(uint64(i)), Record: chat.NewRecord(&m, uint64(i), at)}
+	}
+	// later's messages are older, so later is moved first.
+	now, earlier := time.Now(), time.Now().Add(-time.Minute)
+	gone := chat.Conversation{User: "in-doubt", Device: "d", Agent: "a"}
+	later := chat.Conversation{User: "later", Device: "d", Agent: "a"}
+
+	rs.Shutdown()
+	if _, err := fb.AppendBatch(ctx, []buffer.Item{item(gone, 1, now)}); err != nil {
+		t.Fatalf("append while Redis is down: %v", err)
+	}
+	if fb.Mode() != fallback.Local {
+		t.Fatalf("mode %s after a failed append, want local", fb.Mode())
+	}
+	if _, err := fb.AppendBatch(ctx, []buffer.Item{item(later, 2, earlier), item(later, 3, earlier)}); err != nil {
+		t.Fatalf("local append: %v", err)
+	}
+	rs.Restart()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	ran := make(chan struct{})
+	go func() { _ = fb.Run(runCtx); close(ran) }()
+
+	// The probe succeeds, the move writes into Redis, WAIT falls short.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n, err := shared.Len(ctx, later)
+		if err == nil && n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the move of %v never reached Redis (len %d, %v)", later, n, err)
+		}
+	}
+	if fb.Mode() != fallback.Local {
+		t.Fatalf("mode %s although no move was replicated, want local", fb.Mode())
+	}
+	stop() // no mover holding local locks from here on
+	<-ran
+	for _, c := range []chat.Conversation{gone, later} {
+		res, err := fb.Flush(ctx, c, chat.TriggerManual)
+		if err != nil {
+			t.Fatalf("flush %v: %v", c, err)
+		}
+		if len(res.BatchIDs) > 0 {
+			t.Errorf("%v flushed locally (%v) while Redis holds its messages", c, res.BatchIDs)
+		}
+	}
+	if _, err := fb.Sweep(ctx); err != nil {
+		t.Fatalf("sweep: %v", err)
+	}
+	s, err := js.Stream(ctx, cfg.FlushedStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 0 {
+		t.Errorf("%d batches published from local memory, want 0 (Redis holds the messages)", info.State.Msgs)
+	}
+}
