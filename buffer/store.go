@@ -76,6 +76,9 @@ type Item struct {
 	Conv   chat.Conversation
 	Key    string // dedupe key (chat.Message.DedupeKey)
 	Record []byte // chat record (chat.NewRecord); its header holds the receive time
+	// Redelivered: delivered before, so an earlier attempt may have put it
+	// into a store that this process cannot see (the fallback uses it).
+	Redelivered bool
 }
 
 // Appended is the outcome of appending one Item.

@@ -61,9 +61,10 @@ type Buffers struct {
 	isLocal atomic.Bool
 	wake    chan struct{}
 
-	// doubt holds conversations whose append or move into Redis failed:
-	// Redis may have applied it (before the connection broke, or without
-	// the replicas WAIT asked for), so their local messages are not flushed
+	// doubt holds conversations whose append or move into Redis failed, or
+	// that received a redelivered message while local: Redis may hold those
+	// messages (applied before the connection broke, without the replicas
+	// WAIT asked for, or by an earlier delivery elsewhere), so their local messages are not flushed
 	// locally (that could publish a message Redis also holds) but only moved
 	// into Redis, which deduplicates.
 	doubt sync.Map // chat.Conversation -> struct{}
@@ -101,14 +102,26 @@ func (b *Buffers) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffe
 	defer b.mu.RUnlock()
 	if !b.isLocal.Load() {
 		res, err := b.shared.Store.AppendBatch(ctx, items)
-		if err == nil || ctx.Err() != nil || errors.Is(err, buffer.ErrNotReplicated) {
-			// Not replicated yet is Redis answering: retry there, no switch.
-			return res, err
+		if err == nil {
+			return res, nil
 		}
+		// Redis may have applied it. Should these messages come back here
+		// after a switch to local (the caller retries), they only move.
 		for _, it := range items {
 			b.doubt.Store(it.Conv, struct{}{})
 		}
+		if ctx.Err() != nil || errors.Is(err, buffer.ErrNotReplicated) {
+			// Not replicated yet is Redis answering: retry there, no switch.
+			return res, err
+		}
 		b.degrade(err)
+	}
+	for _, it := range items {
+		if it.Redelivered {
+			// An earlier delivery, here or on another worker, may have
+			// reached Redis: this conversation only moves.
+			b.doubt.Store(it.Conv, struct{}{})
+		}
 	}
 	return b.local.Store.AppendBatch(ctx, items)
 }

@@ -143,6 +143,10 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 				continue
 			}
 			res.BatchIDs = append(res.BatchIDs, out.ID)
+			if f.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+				f.cfg.Logger.Debug("flush: batch published", logConv(q.Conv, slog.String("batch_id", out.ID),
+					slog.Any("reason", out.Reason), slog.Int("messages", out.messages), slog.Uint64("position", pos[cidx[k]]), slog.Duration("duration", d))...)
+			}
 			if f.cfg.Hooks.Batch != nil {
 				f.cfg.Hooks.Batch(out.Reason, out.messages, d)
 			}

@@ -13,12 +13,36 @@ import (
 // and messages the fallback holds in local memory until Release. Registering
 // before the append means a Release that races ahead of the append's result
 // still finds the message.
+//
+// It also tracks queued messages: delivered, waiting in a lane for their
+// turn. Those are kept alive too once they have waited half an interval, so that
+// a slow append (Redis failing over, say) does not let the ack deadline of
+// the messages behind it lapse and the server hand them to another worker.
 type holds struct {
-	mu sync.Mutex
-	m  map[string][]jetstream.Msg
+	mu     sync.Mutex
+	m      map[string][]jetstream.Msg
+	queued map[jetstream.Msg]time.Time
 }
 
-func newHolds() *holds { return &holds{m: map[string][]jetstream.Msg{}} }
+func newHolds() *holds {
+	return &holds{m: map[string][]jetstream.Msg{}, queued: map[jetstream.Msg]time.Time{}}
+}
+
+// queue registers m as waiting in a lane since now.
+func (h *holds) queue(m jetstream.Msg) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.queued[m] = time.Now()
+}
+
+// dequeue: ms leave their lane for processing.
+func (h *holds) dequeue(ms []jetstream.Msg) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range ms {
+		delete(h.queued, m)
+	}
+}
 
 func (h *holds) add(key string, m jetstream.Msg) {
 	h.mu.Lock()
@@ -85,6 +109,12 @@ func (h *holds) keepAlive(ctx context.Context, interval time.Duration) {
 		var ms []jetstream.Msg
 		for _, l := range h.m {
 			ms = append(ms, l...)
+		}
+		waited := time.Now().Add(-interval / 2)
+		for m, since := range h.queued {
+			if since.Before(waited) {
+				ms = append(ms, m)
+			}
 		}
 		h.mu.Unlock()
 		for _, m := range ms {

@@ -21,22 +21,12 @@ const ReasonStoreRejected chat.Reason = "store_rejected"
 const maxStoreAttempts = 5
 
 // runLane appends the messages of its lane in batches of up to AppendBatch,
-// taking whatever has arrived, until the lane is closed.
-func (w *Worker) runLane(ctx context.Context, stop <-chan struct{}, lane <-chan jetstream.Msg) {
-	batch := make([]jetstream.Msg, 0, w.cfg.AppendBatch)
-	for msg := range lane {
-		batch = append(batch[:0], msg)
-	fill:
-		for len(batch) < w.cfg.AppendBatch {
-			select {
-			case m, ok := <-lane:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, m)
-			default:
-				break fill
-			}
+// taking whatever has arrived, until the lane is closed and empty.
+func (w *Worker) runLane(ctx context.Context, stop <-chan struct{}, lane *queue) {
+	var batch []jetstream.Msg
+	for {
+		if batch = lane.take(w.cfg.AppendBatch, batch); batch == nil {
+			return
 		}
 		w.process(ctx, stop, batch)
 	}
@@ -52,6 +42,7 @@ type pending struct {
 // process validates a batch of messages, dead-letters the bad ones, appends
 // the rest in one AppendBatch and acks each once it is stored.
 func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetstream.Msg) {
+	w.held.dequeue(msgs)
 	if w.cfg.Hooks.Consumed != nil {
 		w.cfg.Hooks.Consumed(len(msgs))
 	}
@@ -72,7 +63,8 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 			w.deadLetter(ctx, msg, seq, reason, err)
 			continue
 		}
-		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(seq), Record: chat.NewRecord(&m, seq, now)})
+		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(seq), Record: chat.NewRecord(&m, seq, now),
+			Redelivered: meta.NumDelivered > 1})
 		owners = append(owners, pending{msg: msg, seq: seq, tries: meta.NumDelivered})
 	}
 	if len(items) == 0 {

@@ -157,9 +157,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer func() { _ = sub.Drain() }()
 
-	lanes := make([]chan jetstream.Msg, w.cfg.Concurrency)
+	lanes := make([]*queue, w.cfg.Concurrency)
 	for i := range lanes {
-		lanes[i] = make(chan jetstream.Msg, w.cfg.AppendBatch)
+		lanes[i] = newQueue()
 	}
 	// Appends and flushes outlive ctx so that shutdown finishes them.
 	work := context.WithoutCancel(ctx)
@@ -179,7 +179,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		"concurrency", w.cfg.Concurrency, "batch_size", w.cfg.BatchSize)
 	err = w.consume(ctx, cons, lanes)
 	for _, lane := range lanes {
-		close(lane)
+		lane.close()
 	}
 	_ = g.Wait()
 	w.flushes.close()
@@ -244,7 +244,7 @@ func (w *Worker) ensure(ctx context.Context) (jetstream.Consumer, error) {
 // conversation's messages keep their order inside this worker. It returns
 // when ctx is done; an iterator that closes before that (the consumer
 // deleted, the connection closed) is set up again.
-func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, lanes []chan jetstream.Msg) error {
+func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, lanes []*queue) error {
 	for {
 		err := w.consumeOnce(ctx, cons, lanes)
 		if ctx.Err() != nil {
@@ -267,7 +267,7 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, lanes []c
 }
 
 // consumeOnce runs one message iterator until it closes.
-func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, lanes []chan jetstream.Msg) error {
+func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, lanes []*queue) error {
 	it, err := cons.Messages(
 		jetstream.PullMaxMessages(len(lanes)*w.cfg.AppendBatch),
 		// Short pulls: after a consumer leader moves (clustered NATS) or the
@@ -299,7 +299,8 @@ func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, lanes
 			w.log.Warn("worker: pull failed", "error", err)
 			continue
 		}
-		lanes[w.lane(msg.Subject(), len(lanes))] <- msg
+		w.held.queue(msg)
+		lanes[w.lane(msg.Subject(), len(lanes))].push(msg)
 	}
 }
 

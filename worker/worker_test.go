@@ -409,3 +409,59 @@ func TestWorkerSurvivesConsumerDeletion(t *testing.T) {
 	}
 	check(t, e.batchesHolding(t, size), want)
 }
+
+// slowBuffers stalls the first append: Redis failing over, say.
+type slowBuffers struct {
+	worker.Direct
+	stall time.Duration
+	once  sync.Once
+}
+
+func (s *slowBuffers) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffer.Appended, error) {
+	s.once.Do(func() { time.Sleep(s.stall) })
+	return s.Direct.AppendBatch(ctx, items)
+}
+
+// Messages waiting behind a stalled append, longer than CHAT_ACK_WAIT, stay
+// with this worker: they are kept in progress, not redelivered (to another
+// worker, which would then hold a second copy).
+func TestQueuedMessagesOutliveAckWait(t *testing.T) {
+	e := newEnv(t, natstest.Embedded)
+	e.cfg.AckWait = 2 * time.Second
+	ctx := context.Background()
+	nc := e.nats.Conn(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := e.redis.Client(t)
+	store := buffer.NewRedis(rdb, buffer.Config{})
+	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg), flush.Config{BatchSize: size, MaxAge: time.Hour})
+	bufs := &slowBuffers{Direct: worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0, 0)}, stall: 5 * time.Second}
+	w := worker.New(nc, js, bufs, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 1, AppendBatch: 2})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	c := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
+	want := sent{}
+	for i := range 2 * size {
+		m := fmt.Sprintf("m%d", i)
+		want[m] = c
+		e.publish(t, c, fmt.Sprintf(`{"role":"user","content":%q}`, m), "")
+	}
+	check(t, e.batchesHolding(t, 2*size), want)
+	cons, err := js.Consumer(ctx, e.cfg.InStream, e.cfg.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The consumer sequence counts deliveries, redeliveries included.
+	if got := info.Delivered.Consumer; got != 2*size {
+		t.Errorf("%d deliveries of %d messages: some were redelivered while they waited behind a stalled append", got, 2*size)
+	}
+}

@@ -136,14 +136,16 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}.WithDefaults()
 	sink := stream.NewSink(js, streamCfg)
 	flushCfg.Hooks = m.flushHooks()
-	side := func(store buffer.Store, locker locking.Locker) fallback.Side {
-		f := flush.New(store, locker, sink, flushCfg)
+	side := func(name string, store buffer.Store, locker locking.Locker) fallback.Side {
+		fc := flushCfg
+		fc.Logger = fc.Logger.With("store", name)
+		f := flush.New(store, locker, sink, fc)
 		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0, 0)}
 	}
 	var w *worker.Worker
 	release := func(keys []string) { w.Release(keys) }
 	mem := buffer.NewMemory(storeCfg, buffer.MemoryConfig{Hold: true, OnRelease: release})
-	local := side(mem, locking.NewMemory(lockCfg))
+	local := side("memory", mem, locking.NewMemory(lockCfg))
 
 	var (
 		bufs   worker.Buffers
@@ -155,11 +157,11 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		bufs, oldest = worker.Direct{Store: local.Store, Flusher: local.Flusher, Sweeper: local.Sweeper}, mem.Oldest
 		m.setMode("local")
 	case !cfg.RedisFallback:
-		shared := side(buffer.NewRedis(rdb, storeCfg), locking.NewRedis(rdb, lockCfg))
+		shared := side("redis", buffer.NewRedis(rdb, storeCfg), locking.NewRedis(rdb, lockCfg))
 		bufs, oldest = worker.Direct{Store: shared.Store, Flusher: shared.Flusher, Sweeper: shared.Sweeper}, shared.Store.Oldest
 		m.setMode("shared")
 	default:
-		shared := side(buffer.NewRedis(rdb, storeCfg), locking.NewRedis(rdb, lockCfg))
+		shared := side("redis", buffer.NewRedis(rdb, storeCfg), locking.NewRedis(rdb, lockCfg))
 		fb = fallback.New(shared, local, mem, func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, fallback.Config{
 			Logger: log,
 			OnMode: func(mode fallback.Mode) { m.setMode(string(mode)) },
