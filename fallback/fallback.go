@@ -279,14 +279,19 @@ func (b *Buffers) moveAll(ctx context.Context) (int, error) {
 // (under its id, so a copy that reached the stream is not repeated); one the
 // stream refuses as stale was not published and is moved with the rest.
 func (b *Buffers) move(ctx context.Context, c chat.Conversation) (int, error) {
-	// A conversation in doubt was never flushed locally: nothing claimed,
-	// all of it goes to Redis.
-	if !b.inDoubt(c) {
-		if _, err := b.local.Flusher.Flush(ctx, c, chat.TriggerSize); errors.Is(err, flush.ErrStale) {
-			b.mem.Unclaim(c)
-		} else if err != nil {
-			return 0, fmt.Errorf("fallback: publish local batch of %s: %w", c, err)
-		}
+	// A conversation in doubt publishes nothing new from here, only the
+	// batch it claimed before it came into doubt (its messages are this
+	// worker's alone); the rest goes to Redis.
+	var err error
+	if b.inDoubt(c) {
+		_, err = b.local.Flusher.Finish(ctx, c)
+	} else {
+		_, err = b.local.Flusher.Flush(ctx, c, chat.TriggerSize)
+	}
+	if errors.Is(err, flush.ErrStale) {
+		b.mem.Unclaim(c)
+	} else if err != nil {
+		return 0, fmt.Errorf("fallback: publish local batch of %s: %w", c, err)
 	}
 	n, refused, err := b.take(ctx, c)
 	if refused != nil {

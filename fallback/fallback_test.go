@@ -267,3 +267,86 @@ func TestUnreplicatedMoveIsNotFlushedLocally(t *testing.T) {
 		t.Errorf("%d batches published from local memory, want 0 (Redis holds the messages)", info.State.Msgs)
 	}
 }
+
+// A local flusher claimed a batch and failed to publish it; then the
+// conversation came into doubt (a redelivered message arrived). When Redis
+// returns, the claimed batch is published under its id, the rest moves into
+// Redis, and the worker gets back to shared mode instead of waiting forever
+// on the claimed batch.
+func TestDoubtAfterLocalClaimRecovers(t *testing.T) {
+	ctx := context.Background()
+	rs := redistest.Start(t)
+	ns := natstest.Embedded(t)
+	js, err := jetstream.New(ns.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.Config{}.WithDefaults()
+	if _, err := stream.Ensure(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	rdb := rs.Client(t)
+	sink := stream.NewSink(js, cfg)
+	side := func(store buffer.Store, locker locking.Locker) fallback.Side {
+		f := flush.New(store, locker, sink, flush.Config{BatchSize: size, MaxAge: time.Hour})
+		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0, 0)}
+	}
+	shared := buffer.NewRedis(rdb, buffer.Config{})
+	mem := buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func([]string) {}})
+	fb := fallback.New(side(shared, locking.NewRedis(rdb, locking.Config{})),
+		side(mem, locking.NewMemory(locking.Config{})), mem,
+		func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		fallback.Config{ProbeMin: 10 * time.Millisecond, ProbeMax: 50 * time.Millisecond})
+
+	c := chat.Conversation{User: "u", Device: "d", Agent: "a"}
+	item := func(i int, redelivered bool) buffer.Item {
+		m := chat.Message{Role: "user", Content: json.RawMessage(fmt.Sprintf(`"m%d"`, i)), MessageID: fmt.Sprintf("id%d", i)}
+		return buffer.Item{Conv: c, Key: m.DedupeKey(uint64(i)), Record: chat.NewRecord(&m, uint64(i), time.Now()), Redelivered: redelivered}
+	}
+	rs.Shutdown()
+	var first []buffer.Item
+	for i := range size {
+		first = append(first, item(i, false))
+	}
+	if _, err := fb.AppendBatch(ctx, first); err != nil {
+		t.Fatalf("append while Redis is down: %v", err)
+	}
+	// A local flusher claims a full batch and dies before publishing it.
+	if b, err := mem.Claim(ctx, c, 1, buffer.Want{Max: size, Min: size, Reason: chat.TriggerSize}); err != nil || len(b.Records) != size {
+		t.Fatalf("claim: %d records, %v", len(b.Records), err)
+	}
+	if _, err := fb.AppendBatch(ctx, []buffer.Item{item(size, true), item(size+1, false)}); err != nil {
+		t.Fatalf("local append: %v", err)
+	}
+	if res, err := fb.Flush(ctx, c, chat.TriggerManual); err != nil || len(res.BatchIDs) > 0 {
+		t.Fatalf("local flush of a conversation in doubt: %v, %v; want nothing", res.BatchIDs, err)
+	}
+
+	rs.Restart()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = fb.Run(runCtx) }()
+	for deadline := time.Now().Add(20 * time.Second); fb.Mode() != fallback.Shared; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("still in local mode 20s after Redis came back")
+		}
+	}
+	if n, err := shared.Len(ctx, c); err != nil || n != 2 {
+		t.Errorf("Redis holds %d messages of %v (%v), want the 2 appended after the claim", n, c, err)
+	}
+	s, err := js.Stream(ctx, cfg.FlushedStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.GetLastMsgForSubject(ctx, cfg.Flushed(c))
+	if err != nil {
+		t.Fatalf("the claimed batch was not published: %v", err)
+	}
+	var batch chat.Batch
+	if err := json.Unmarshal(msg.Data, &batch); err != nil {
+		t.Fatal(err)
+	}
+	if batch.MessageCount != size || batch.Messages[0].MessageID != "id0" {
+		t.Errorf("published batch %s holds %d messages from %s, want the %d claimed from id0", batch.BatchID, batch.MessageCount, batch.Messages[0].MessageID, size)
+	}
+}

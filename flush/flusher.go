@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/opencontext/chatbuf/buffer"
@@ -128,6 +129,16 @@ type Result struct {
 // conversation. On error, a claimed but unpublished batch stays in flight
 // for the next Flush: nothing is lost, nothing published twice.
 func (f *Flusher) Flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) (Result, error) {
+	return f.flush(ctx, c, f.want(reason))
+}
+
+// Finish publishes c's in-flight batch, if a flusher left one, and claims
+// nothing new.
+func (f *Flusher) Finish(ctx context.Context, c chat.Conversation) (Result, error) {
+	return f.flush(ctx, c, buffer.Want{Max: f.cfg.BatchSize, Min: math.MaxInt, Reason: chat.TriggerManual})
+}
+
+func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Want) (Result, error) {
 	var res Result
 	lock, err := f.locker.TryLock(ctx, c)
 	if err != nil {
@@ -142,7 +153,7 @@ func (f *Flusher) Flush(ctx context.Context, c chat.Conversation, reason chat.Tr
 	}()
 
 	for held.Err() == nil {
-		id, n, err := f.flushOne(held, c, lock.Fence(), reason)
+		id, n, err := f.flushOne(held, c, lock.Fence(), want)
 		if err != nil {
 			if cause := context.Cause(held); errors.Is(cause, locking.ErrLost) {
 				err = fmt.Errorf("%w (%w)", err, cause)
@@ -153,7 +164,7 @@ func (f *Flusher) Flush(ctx context.Context, c chat.Conversation, reason chat.Tr
 			break
 		}
 		res.BatchIDs = append(res.BatchIDs, id)
-		if n < int64(f.want(reason).Min) {
+		if n < int64(want.Min) {
 			break // what is left would not be claimed: save the round trip
 		}
 	}
@@ -162,9 +173,9 @@ func (f *Flusher) Flush(ctx context.Context, c chat.Conversation, reason chat.Tr
 
 // flushOne claims, publishes and commits one batch. It returns the batch id
 // ("" when there was nothing to claim) and the buffer's remaining length.
-func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64, reason chat.Trigger) (string, int64, error) {
+func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64, want buffer.Want) (string, int64, error) {
 	start := time.Now()
-	b, err := f.store.Claim(ctx, c, fence, f.want(reason))
+	b, err := f.store.Claim(ctx, c, fence, want)
 	if err != nil {
 		f.hookError("claim", err)
 		return "", 0, err
