@@ -453,16 +453,16 @@ func isNoScript(err error) bool {
 // {1 new | 2 resumed, token, reason, created ms, pos, records...}
 // Time complexity: O(k) for a batch of k messages.
 var claimScript = redis.NewScript(`
+local m = redis.call('HMGET', KEYS[3], 'fence', 'pos', 'ctr', 'batch', 'reason', 'created')
 local fence = tonumber(ARGV[1])
-local seen = tonumber(redis.call('HGET', KEYS[3], 'fence') or '0')
+local seen = tonumber(m[1] or '0')
 if fence < seen then return {-1} end
 if fence > seen then redis.call('HSET', KEYS[3], 'fence', ARGV[1]) end
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
-local pos = redis.call('HGET', KEYS[3], 'pos') or '0'
-local code, token, reason, created
+local code, token, reason, created, recs
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  local m = redis.call('HMGET', KEYS[3], 'batch', 'reason', 'created')
-  code, token, reason, created = 2, m[1], m[2], m[3]
+  code, token, reason, created = 2, m[4], m[5], m[6]
+  recs = redis.call('LRANGE', KEYS[2], 0, -1)
 else
   local n = redis.call('LLEN', KEYS[1])
   if n == 0 then
@@ -475,17 +475,19 @@ else
     local head = redis.call('LINDEX', KEYS[1], 0)
     if tonumber(string.match(head, '^%d+')) >= before then return {0} end
   end
-  for i = 1, math.min(n, tonumber(ARGV[2])) do
-    redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  local k = math.min(n, tonumber(ARGV[2]))
+  recs = redis.call('LRANGE', KEYS[1], 0, k - 1)
+  redis.call('LTRIM', KEYS[1], k, -1)
+  for i = 1, k, 1000 do
+    redis.call('RPUSH', KEYS[2], unpack(recs, i, math.min(i + 999, k)))
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
-  local last = tonumber(redis.call('HGET', KEYS[3], 'ctr') or '0')
-  token = string.format('%d', math.max(last + 1, tonumber(ARGV[9])))
+  token = string.format('%d', math.max(tonumber(m[3] or '0') + 1, tonumber(ARGV[9])))
   code, reason, created = 1, ARGV[5], ARGV[6]
   redis.call('HSET', KEYS[3], 'ctr', token, 'batch', token, 'reason', reason, 'created', created)
 end
-local out = {code, token, reason, created, pos}
-for _, rec in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do out[#out + 1] = rec end
+local out = {code, token, reason, created, m[2] or '0'}
+for i = 1, #recs do out[i + 5] = recs[i] end
 return out
 `)
 
@@ -609,8 +611,9 @@ func parseClaim(resumed bool, v []any) (Batch, error) {
 // Output: -1 fenced; -2 no such batch in flight; else the buffer's length.
 // Time complexity: O(k + log n) for a batch of k messages, n due conversations.
 var commitScript = redis.NewScript(`
-if redis.call('HGET', KEYS[2], 'fence') ~= ARGV[1] then return -1 end
-if redis.call('HGET', KEYS[2], 'batch') ~= ARGV[2] then return -2 end
+local m = redis.call('HMGET', KEYS[2], 'fence', 'batch')
+if m[1] ~= ARGV[1] then return -1 end
+if m[2] ~= ARGV[2] then return -2 end
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], 'batch', 'reason', 'created')
 redis.call('HSET', KEYS[2], 'pos', ARGV[3])
