@@ -2,6 +2,8 @@ package worker
 
 import (
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -67,5 +69,63 @@ func (q *queue) take(n int, buf []jetstream.Msg) []jetstream.Msg {
 			return nil
 		}
 		<-q.ready
+	}
+}
+
+// inbox counts the messages waiting in the lanes. The consume loop waits
+// for room once limit of them wait, so a worker does not pull far ahead of
+// its appends; but it waits at most patience, because messages left in the
+// client's pull buffer are not kept alive: when appends stall for long, the
+// worker takes them in anyway (up to the consumer's MaxAckPending) rather
+// than let their ack deadlines lapse.
+type inbox struct {
+	lanes    []*queue
+	waiting  atomic.Int64
+	limit    int64
+	patience time.Duration
+	room     chan struct{}
+}
+
+func newInbox(lanes, limit int, patience time.Duration) *inbox {
+	in := &inbox{lanes: make([]*queue, lanes), limit: int64(limit), patience: patience, room: make(chan struct{}, 1)}
+	for i := range in.lanes {
+		in.lanes[i] = newQueue()
+	}
+	return in
+}
+
+// put queues m in lane i, then waits for room (see inbox).
+func (in *inbox) put(i int, m jetstream.Msg, done <-chan struct{}) {
+	in.waiting.Add(1)
+	in.lanes[i].push(m)
+	if in.waiting.Load() < in.limit {
+		return
+	}
+	timeout := time.NewTimer(in.patience)
+	defer timeout.Stop()
+	for in.waiting.Load() >= in.limit {
+		select {
+		case <-in.room:
+		case <-timeout.C:
+			return
+		case <-done:
+			return
+		}
+	}
+}
+
+// took reports n messages taken out of a lane.
+func (in *inbox) took(n int) {
+	if in.waiting.Add(-int64(n)) < in.limit {
+		select {
+		case in.room <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (in *inbox) close() {
+	for _, q := range in.lanes {
+		q.close()
 	}
 }

@@ -157,15 +157,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer func() { _ = sub.Drain() }()
 
-	lanes := make([]*queue, w.cfg.Concurrency)
-	for i := range lanes {
-		lanes[i] = newQueue()
-	}
+	// Room for the next append of each lane while one runs.
+	in := newInbox(w.cfg.Concurrency, w.cfg.Concurrency*w.cfg.AppendBatch, w.cfg.Stream.AckWait/4)
 	// Appends and flushes outlive ctx so that shutdown finishes them.
 	work := context.WithoutCancel(ctx)
 	var g errgroup.Group
-	for _, lane := range lanes {
-		g.Go(func() error { w.runLane(work, ctx.Done(), lane); return nil })
+	for _, lane := range in.lanes {
+		g.Go(func() error { w.runLane(work, ctx.Done(), in, lane); return nil })
 	}
 	flushCtx, stopFlushes := context.WithCancel(work)
 	var fg sync.WaitGroup
@@ -177,10 +175,8 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	w.log.Info("worker: consuming", "stream", w.cfg.Stream.InStream, "consumer", w.cfg.Stream.Consumer,
 		"concurrency", w.cfg.Concurrency, "batch_size", w.cfg.BatchSize)
-	err = w.consume(ctx, cons, lanes)
-	for _, lane := range lanes {
-		lane.close()
-	}
+	err = w.consume(ctx, cons, in)
+	in.close()
 	_ = g.Wait()
 	w.flushes.close()
 	stopFlushes()
@@ -244,9 +240,9 @@ func (w *Worker) ensure(ctx context.Context) (jetstream.Consumer, error) {
 // conversation's messages keep their order inside this worker. It returns
 // when ctx is done; an iterator that closes before that (the consumer
 // deleted, the connection closed) is set up again.
-func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, lanes []*queue) error {
+func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, in *inbox) error {
 	for {
-		err := w.consumeOnce(ctx, cons, lanes)
+		err := w.consumeOnce(ctx, cons, in)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -267,9 +263,9 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, lanes []*
 }
 
 // consumeOnce runs one message iterator until it closes.
-func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, lanes []*queue) error {
+func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, in *inbox) error {
 	it, err := cons.Messages(
-		jetstream.PullMaxMessages(len(lanes)*w.cfg.AppendBatch),
+		jetstream.PullMaxMessages(len(in.lanes)*w.cfg.AppendBatch),
 		// Short pulls: after a consumer leader moves (clustered NATS) or the
 		// server restarts, the next pull goes out within seconds, not after
 		// the default 30 s.
@@ -300,7 +296,7 @@ func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, lanes
 			continue
 		}
 		w.held.queue(msg)
-		lanes[w.lane(msg.Subject(), len(lanes))].push(msg)
+		in.put(w.lane(msg.Subject(), len(in.lanes)), msg, ctx.Done())
 	}
 }
 
