@@ -184,3 +184,30 @@ func TestRedisLockerUnreachable(t *testing.T) {
 		t.Errorf("TryLock with Redis down: %v, want a connection error (not ErrBusy)", err)
 	}
 }
+
+// The many-lock scripts survive a server that lost its script cache
+// (restart, SCRIPT FLUSH) between lock and unlock.
+func TestRedisManyAfterScriptFlush(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	l := locking.NewRedis(rdb, locking.Config{})
+	cs := []chat.Conversation{alice, {User: "bob", Device: "d", Agent: "a"}}
+	for round := range 2 {
+		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		locks, err := l.TryLockMany(ctx, cs)
+		if err != nil || locks[0] == nil || locks[1] == nil {
+			t.Fatalf("round %d: TryLockMany: %v, %v", round, locks, err)
+		}
+		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.UnlockMany(ctx, locks); err != nil {
+			t.Fatalf("round %d: UnlockMany after SCRIPT FLUSH: %v", round, err)
+		}
+		if n, err := rdb.Exists(ctx, chat.NewKeys("").Lock(alice)).Result(); err != nil || n != 0 {
+			t.Fatalf("round %d: lock key still there (%d, %v)", round, n, err)
+		}
+	}
+}

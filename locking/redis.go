@@ -186,17 +186,33 @@ return 0
 // UnlockMany implements ManyLocker: one pipelined round trip. Nil locks are
 // skipped; it returns ErrLost if any lock was no longer held.
 func (r *Redis) UnlockMany(ctx context.Context, locks []Lock) error {
-	pipe := r.rdb.Pipeline()
-	var cmds []*redis.Cmd
+	var held []*redisLock
 	for _, l := range locks {
 		if rl, ok := l.(*redisLock); ok && rl != nil {
-			cmds = append(cmds, unlockScript.Eval(ctx, pipe, []string{rl.m.Name()}, rl.m.Value()))
+			held = append(held, rl)
 		}
 	}
-	if len(cmds) == 0 {
+	if len(held) == 0 {
 		return nil
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.As(err, new(redis.Error)) {
+	run := func() ([]*redis.Cmd, error) {
+		pipe := r.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(held))
+		for i, rl := range held {
+			cmds[i] = unlockScript.EvalSha(ctx, pipe, []string{rl.m.Name()}, rl.m.Value())
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := run()
+	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return isNoScript(c.Err()) }) {
+		// The server lost its script cache: none of them ran.
+		if err := unlockScript.Load(ctx, r.rdb).Err(); err != nil {
+			return fmt.Errorf("locking: load script: %w", err)
+		}
+		cmds, err = run()
+	}
+	if err != nil && !errors.As(err, new(redis.Error)) {
 		return fmt.Errorf("locking: unlock many: %w", err)
 	}
 	lost := false
