@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -50,7 +51,7 @@ func NewRecord(m *Message, seq uint64, receivedAt time.Time) []byte {
 		b = appendString(b, m.Timestamp)
 	}
 	b = append(b, `,"received_at":"`...)
-	b = time.UnixMilli(ms).UTC().AppendFormat(b, time.RFC3339Nano)
+	b = appendStamp(b, ms)
 	b = append(b, `","metadata":`...)
 	if m.Metadata != nil {
 		b = append(b, m.Metadata...)
@@ -99,4 +100,23 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	b = append(b, s...)
 	return append(b, '"')
+}
+
+// stamp is a receive time formatted for the batch JSON. A worker stamps a
+// whole append batch with one time, so the last one formatted is kept.
+type stamp struct {
+	ms   int64
+	text []byte
+}
+
+var lastStamp atomic.Pointer[stamp]
+
+// appendStamp appends ms as RFC 3339 in UTC.
+func appendStamp(b []byte, ms int64) []byte {
+	if s := lastStamp.Load(); s != nil && s.ms == ms {
+		return append(b, s.text...)
+	}
+	text := time.UnixMilli(ms).UTC().AppendFormat(nil, time.RFC3339Nano)
+	lastStamp.Store(&stamp{ms: ms, text: text})
+	return append(b, text...)
 }

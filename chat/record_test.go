@@ -130,3 +130,26 @@ func FuzzParseRecord(f *testing.F) {
 		}
 	})
 }
+
+// Records of different receive times, interleaved, each carry their own
+// received_at (the formatted time is cached by millisecond).
+func TestNewRecordReceivedAtInterleaved(t *testing.T) {
+	m := chat.Message{Role: "user", Content: json.RawMessage(`"hi"`)}
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i, ms := range []int64{0, 1, 1, 0, 999, 1000, 0} {
+		at := base.Add(time.Duration(ms) * time.Millisecond)
+		r, err := chat.ParseRecord(chat.NewRecord(&m, uint64(i), at))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			ReceivedAt string `json:"received_at"`
+		}
+		if err := json.Unmarshal(r.JSON, &got); err != nil {
+			t.Fatal(err)
+		}
+		if want := at.Format(time.RFC3339Nano); got.ReceivedAt != want {
+			t.Errorf("record %d: received_at %q, want %q", i, got.ReceivedAt, want)
+		}
+	}
+}
