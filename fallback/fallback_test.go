@@ -180,28 +180,9 @@ func TestOutageAndRecovery(t *testing.T) {
 // locally as well: that would publish them twice.
 func TestUnreplicatedMoveIsNotFlushedLocally(t *testing.T) {
 	ctx := context.Background()
-	rs := redistest.Start(t) // no replica: every WAIT falls short
-	ns := natstest.Embedded(t)
-	js, err := jetstream.New(ns.Conn(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := stream.Config{}.WithDefaults()
-	if _, err := stream.Ensure(ctx, js, cfg); err != nil {
-		t.Fatal(err)
-	}
-	rdb := rs.Client(t)
-	sink := stream.NewSink(js, cfg)
-	side := func(store buffer.Store, locker locking.Locker) fallback.Side {
-		f := flush.New(store, locker, sink, flush.Config{BatchSize: size, MaxAge: time.Hour})
-		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0, 0)}
-	}
-	shared := buffer.NewRedis(rdb, buffer.Config{WaitReplicas: 1, WaitTimeout: 20 * time.Millisecond})
-	mem := buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func([]string) {}})
-	fb := fallback.New(side(shared, locking.NewRedis(rdb, locking.Config{})),
-		side(mem, locking.NewMemory(locking.Config{})), mem,
-		func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		fallback.Config{ProbeMin: 10 * time.Millisecond, ProbeMax: 50 * time.Millisecond})
+	// No replica: every WAIT falls short.
+	f := newFixture(t, buffer.Config{WaitReplicas: 1, WaitTimeout: 20 * time.Millisecond})
+	rs, js, cfg, shared, fb := f.redis, f.js, f.cfg, f.shared, f.fb
 
 	item := func(c chat.Conversation, i int, at time.Time) buffer.Item {
 		m := chat.Message{Role: "user", Content: json.RawMessage(fmt.Sprintf(`"m%d"`, i)), MessageID: fmt.Sprintf("id%d", i)}
@@ -275,28 +256,8 @@ func TestUnreplicatedMoveIsNotFlushedLocally(t *testing.T) {
 // on the claimed batch.
 func TestDoubtAfterLocalClaimRecovers(t *testing.T) {
 	ctx := context.Background()
-	rs := redistest.Start(t)
-	ns := natstest.Embedded(t)
-	js, err := jetstream.New(ns.Conn(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := stream.Config{}.WithDefaults()
-	if _, err := stream.Ensure(ctx, js, cfg); err != nil {
-		t.Fatal(err)
-	}
-	rdb := rs.Client(t)
-	sink := stream.NewSink(js, cfg)
-	side := func(store buffer.Store, locker locking.Locker) fallback.Side {
-		f := flush.New(store, locker, sink, flush.Config{BatchSize: size, MaxAge: time.Hour})
-		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0, 0)}
-	}
-	shared := buffer.NewRedis(rdb, buffer.Config{})
-	mem := buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func([]string) {}})
-	fb := fallback.New(side(shared, locking.NewRedis(rdb, locking.Config{})),
-		side(mem, locking.NewMemory(locking.Config{})), mem,
-		func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		fallback.Config{ProbeMin: 10 * time.Millisecond, ProbeMax: 50 * time.Millisecond})
+	f := newFixture(t, buffer.Config{})
+	rs, js, cfg, shared, mem, fb := f.redis, f.js, f.cfg, f.shared, f.mem, f.fb
 
 	c := chat.Conversation{User: "u", Device: "d", Agent: "a"}
 	item := func(i int, redelivered bool) buffer.Item {
@@ -349,4 +310,40 @@ func TestDoubtAfterLocalClaimRecovers(t *testing.T) {
 	if batch.MessageCount != size || batch.Messages[0].MessageID != "id0" {
 		t.Errorf("published batch %s holds %d messages from %s, want the %d claimed from id0", batch.BatchID, batch.MessageCount, batch.Messages[0].MessageID, size)
 	}
+}
+
+// fixture is Buffers over a private Redis (shared side, with sharedCfg) and
+// local memory, flushing to a private NATS.
+type fixture struct {
+	redis  *redistest.Server
+	js     jetstream.JetStream
+	cfg    stream.Config
+	shared *buffer.Redis
+	mem    *buffer.Memory
+	fb     *fallback.Buffers
+}
+
+func newFixture(t *testing.T, sharedCfg buffer.Config) fixture {
+	t.Helper()
+	f := fixture{redis: redistest.Start(t), cfg: stream.Config{}.WithDefaults()}
+	var err error
+	if f.js, err = jetstream.New(natstest.Embedded(t).Conn(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Ensure(context.Background(), f.js, f.cfg); err != nil {
+		t.Fatal(err)
+	}
+	rdb := f.redis.Client(t)
+	sink := stream.NewSink(f.js, f.cfg)
+	side := func(store buffer.Store, locker locking.Locker) fallback.Side {
+		fl := flush.New(store, locker, sink, flush.Config{BatchSize: size, MaxAge: time.Hour})
+		return fallback.Side{Store: store, Locker: locker, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0, 0)}
+	}
+	f.shared = buffer.NewRedis(rdb, sharedCfg)
+	f.mem = buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func([]string) {}})
+	f.fb = fallback.New(side(f.shared, locking.NewRedis(rdb, locking.Config{})),
+		side(f.mem, locking.NewMemory(locking.Config{})), f.mem,
+		func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		fallback.Config{ProbeMin: 10 * time.Millisecond, ProbeMax: 50 * time.Millisecond})
+	return f
 }
