@@ -3,6 +3,7 @@ package fallback_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -346,4 +347,40 @@ func newFixture(t *testing.T, sharedCfg buffer.Config) fixture {
 		func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		fallback.Config{ProbeMin: 10 * time.Millisecond, ProbeMax: 50 * time.Millisecond})
 	return f
+}
+
+// An append that Redis applied but could not replicate in time is retried
+// by the worker; if the worker has switched to local mode meanwhile, the
+// retry lands in local memory. Those messages must then only move into
+// Redis (which holds them already), never be flushed locally.
+func TestUnreplicatedAppendRetriedLocallyIsNotFlushed(t *testing.T) {
+	ctx := context.Background()
+	// No replica: every WAIT falls short.
+	f := newFixture(t, buffer.Config{WaitReplicas: 1, WaitTimeout: 20 * time.Millisecond})
+	c := chat.Conversation{User: "u", Device: "d", Agent: "a"}
+	other := chat.Conversation{User: "other", Device: "d", Agent: "a"}
+	item := func(c chat.Conversation, i int) buffer.Item {
+		m := chat.Message{Role: "user", Content: json.RawMessage(fmt.Sprintf(`"m%d"`, i)), MessageID: fmt.Sprintf("id%d", i)}
+		return buffer.Item{Conv: c, Key: m.DedupeKey(uint64(i)), Record: chat.NewRecord(&m, uint64(i), time.Now())}
+	}
+	var batch []buffer.Item
+	for i := range size {
+		batch = append(batch, item(c, i))
+	}
+	if _, err := f.fb.AppendBatch(ctx, batch); !errors.Is(err, buffer.ErrNotReplicated) {
+		t.Fatalf("append without a replica: %v, want ErrNotReplicated", err)
+	}
+	if f.fb.Mode() != fallback.Shared {
+		t.Fatalf("mode %s after a not-replicated append, want shared (Redis answered)", f.fb.Mode())
+	}
+	f.redis.Shutdown()
+	if _, err := f.fb.AppendBatch(ctx, []buffer.Item{item(other, size)}); err != nil || f.fb.Mode() != fallback.Local {
+		t.Fatalf("append with Redis down: %v, mode %s; want local mode", err, f.fb.Mode())
+	}
+	if _, err := f.fb.AppendBatch(ctx, batch); err != nil { // the worker's retry
+		t.Fatalf("retry in local mode: %v", err)
+	}
+	if res, err := f.fb.Flush(ctx, c, chat.TriggerSize); err != nil || len(res.BatchIDs) > 0 {
+		t.Errorf("local flush of messages Redis holds: %v, %v; want nothing published", res.BatchIDs, err)
+	}
 }
