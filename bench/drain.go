@@ -167,18 +167,11 @@ func (w *workerProc) ready(ctx context.Context, timeout time.Duration) error {
 // the worker until its chatbuf_batch_messages_total reaches the load.
 func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, error) {
 	var res drainResult
-	n, err := startNATS(ctx, h.ps, s.nats, h.tmpPath("nats-drain"))
+	n, cfg, err := freshSystem(ctx, h, s.nats, "nats-drain")
 	if err != nil {
 		return res, err
 	}
 	defer n.stop()
-	if err := h.redis.flush(ctx); err != nil {
-		return res, err
-	}
-	cfg := stream.Config{}.WithDefaults()
-	if err := ensureStreams(ctx, n, cfg); err != nil {
-		return res, err
-	}
 	if res.PreloadRate, err = preload(ctx, n, cfg, "drain", s.msgs, s.convs); err != nil {
 		return res, err
 	}
@@ -271,4 +264,23 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 	res.Dead = m["chatbuf_messages_dead_total"]
 	res.InBatches = m["chatbuf_batch_messages_total"]
 	return res, nil
+}
+
+// freshSystem starts a nats-server on an empty store under name, empties
+// Redis and creates the streams with the default settings.
+func freshSystem(ctx context.Context, h *harness, bin *natsBinary, name string) (*natsServer, stream.Config, error) {
+	cfg := stream.Config{}.WithDefaults()
+	n, err := startNATS(ctx, h.ps, bin, h.tmpPath(name))
+	if err != nil {
+		return nil, cfg, err
+	}
+	if err := h.redis.flush(ctx); err != nil {
+		n.stop()
+		return nil, cfg, err
+	}
+	if err := ensureStreams(ctx, n, cfg); err != nil {
+		n.stop()
+		return nil, cfg, err
+	}
+	return n, cfg, nil
 }

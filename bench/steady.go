@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/opencontext/chatbuf/stream"
 	"github.com/opencontext/chatbuf/verify"
 )
 
@@ -27,18 +26,11 @@ const steadyConvs = 1000
 // the wait for a slow conversation to fill its buffer.
 func steadyRound(ctx context.Context, h *harness, bin *natsBinary, rate float64, dur time.Duration) (steadyResult, error) {
 	var res steadyResult
-	n, err := startNATS(ctx, h.ps, bin, h.tmpPath("nats-steady"))
+	n, cfg, err := freshSystem(ctx, h, bin, "nats-steady")
 	if err != nil {
 		return res, err
 	}
 	defer n.stop()
-	if err := h.redis.flush(ctx); err != nil {
-		return res, err
-	}
-	cfg := stream.Config{}.WithDefaults()
-	if err := ensureStreams(ctx, n, cfg); err != nil {
-		return res, err
-	}
 	w, err := startWorker(h, n.url, nil)
 	if err != nil {
 		return res, err
