@@ -67,7 +67,8 @@ type Buffers struct {
 	// WAIT asked for, or by an earlier delivery elsewhere), so their local messages are not flushed
 	// locally (that could publish a message Redis also holds) but only moved
 	// into Redis, which deduplicates.
-	doubt sync.Map // chat.Conversation -> struct{}
+	doubt  sync.Map     // chat.Conversation -> struct{}
+	doubts atomic.Int64 // entries in doubt
 }
 
 // New returns Buffers in shared mode. local.Store must be mem, created with
@@ -103,12 +104,18 @@ func (b *Buffers) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffe
 	if !b.isLocal.Load() {
 		res, err := b.shared.Store.AppendBatch(ctx, items)
 		if err == nil {
+			if b.doubts.Load() > 0 {
+				// A retry went through: its conversations leave doubt.
+				for _, it := range items {
+					b.trust(it.Conv)
+				}
+			}
 			return res, nil
 		}
 		// Redis may have applied it. Should these messages come back here
 		// after a switch to local (the caller retries), they only move.
 		for _, it := range items {
-			b.doubt.Store(it.Conv, struct{}{})
+			b.distrust(it.Conv)
 		}
 		if ctx.Err() != nil || errors.Is(err, buffer.ErrNotReplicated) {
 			// Not replicated yet is Redis answering: retry there, no switch.
@@ -120,7 +127,7 @@ func (b *Buffers) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffe
 		if it.Redelivered {
 			// An earlier delivery, here or on another worker, may have
 			// reached Redis: this conversation only moves.
-			b.doubt.Store(it.Conv, struct{}{})
+			b.distrust(it.Conv)
 		}
 	}
 	return b.local.Store.AppendBatch(ctx, items)
@@ -138,6 +145,18 @@ func (b *Buffers) degrade(cause error) {
 	select {
 	case b.wake <- struct{}{}:
 	default:
+	}
+}
+
+func (b *Buffers) distrust(c chat.Conversation) {
+	if _, had := b.doubt.LoadOrStore(c, struct{}{}); !had {
+		b.doubts.Add(1)
+	}
+}
+
+func (b *Buffers) trust(c chat.Conversation) {
+	if _, had := b.doubt.LoadAndDelete(c); had {
+		b.doubts.Add(-1)
 	}
 }
 
@@ -243,6 +262,7 @@ func (b *Buffers) recover(ctx context.Context) error {
 	}
 	b.isLocal.Store(false)
 	b.doubt.Clear()
+	b.doubts.Store(0)
 	b.cfg.Logger.Info("fallback: Redis is back; local buffers moved into it; shared mode", "messages_moved_last_round", moved)
 	if b.cfg.OnMode != nil {
 		b.cfg.OnMode(Shared)
@@ -295,7 +315,7 @@ func (b *Buffers) move(ctx context.Context, c chat.Conversation) (int, error) {
 	}
 	n, refused, err := b.take(ctx, c)
 	if refused != nil {
-		b.doubt.Delete(c) // Redis holds none of it: it refuses the conversation
+		b.trust(c) // Redis holds none of it: it refuses the conversation
 		// Redis refuses this conversation (a key of the wrong type, say):
 		// publish its messages from here rather than hold them forever.
 		b.cfg.Logger.Warn("fallback: Redis refuses a conversation; flushing it from local memory", "user", c.User,
@@ -325,7 +345,7 @@ func (b *Buffers) take(ctx context.Context, c chat.Conversation) (moved int, ref
 	if err != nil {
 		// Redis may hold them now (ErrNotReplicated says it does; a broken
 		// connection leaves it open), so from here on they only move.
-		b.doubt.Store(c, struct{}{})
+		b.distrust(c)
 		b.mem.Restore(c, items)
 		return 0, nil, fmt.Errorf("fallback: move %s into Redis: %w", c, err)
 	}

@@ -384,3 +384,39 @@ func TestUnreplicatedAppendRetriedLocallyIsNotFlushed(t *testing.T) {
 		t.Errorf("local flush of messages Redis holds: %v, %v; want nothing published", res.BatchIDs, err)
 	}
 }
+
+// A conversation leaves doubt once a retry of its failed append went through
+// in Redis: in a later outage its local messages are flushed locally again,
+// and the set of conversations in doubt does not grow for ever.
+func TestDoubtClearedBySuccessfulRetry(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, buffer.Config{})
+	c := chat.Conversation{User: "u", Device: "d", Agent: "a"}
+	item := func(c chat.Conversation, i int) buffer.Item {
+		m := chat.Message{Role: "user", Content: json.RawMessage(fmt.Sprintf(`"m%d"`, i)), MessageID: fmt.Sprintf("id%d", i)}
+		return buffer.Item{Conv: c, Key: m.DedupeKey(uint64(i)), Record: chat.NewRecord(&m, uint64(i), time.Now())}
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := f.fb.AppendBatch(cancelled, []buffer.Item{item(c, 0)}); err == nil {
+		t.Fatal("append with a cancelled context succeeded")
+	}
+	if _, err := f.fb.AppendBatch(ctx, []buffer.Item{item(c, 0)}); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	f.redis.Shutdown()
+	other := chat.Conversation{User: "other", Device: "d", Agent: "a"}
+	if _, err := f.fb.AppendBatch(ctx, []buffer.Item{item(other, 1)}); err != nil || f.fb.Mode() != fallback.Local {
+		t.Fatalf("append with Redis down: %v, mode %s; want local mode", err, f.fb.Mode())
+	}
+	var local []buffer.Item
+	for i := range size {
+		local = append(local, item(c, 10+i))
+	}
+	if _, err := f.fb.AppendBatch(ctx, local); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.fb.Flush(ctx, c, chat.TriggerSize); err != nil || len(res.BatchIDs) != 1 {
+		t.Errorf("local flush of %v, whose failed append was retried in Redis: %v, %v; want one batch", c, res.BatchIDs, err)
+	}
+}
