@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -61,8 +62,9 @@ func bufferItems(msgs, convs, lanes int) [][]buffer.Item {
 
 // bufferRound runs the buffer layer alone on an empty Redis: each lane
 // appends its items appendBatch at a time (AppendBatch), claims and commits
-// every buffer that became full right after the append that filled it, and
-// at the end claims and commits what is left in partial buffers. It returns
+// the buffers that became full right after the append that filled them, in
+// one ClaimMany and one CommitMany, and at the end claims and commits what is
+// left in partial buffers, appendBatch conversations at a time. It returns
 // the rate and the Redis round trips and commands per message.
 func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, appendBatch int) (bufferResult, error) {
 	var res bufferResult
@@ -84,6 +86,9 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 	if err := r.flush(ctx); err != nil {
 		return res, err
 	}
+	if err := r.resetStats(ctx); err != nil {
+		return res, err
+	}
 	rdb.AddHook(countingHook{&trips, &cmds})
 
 	var (
@@ -94,21 +99,43 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 	for _, l := range lanes {
 		total += len(l)
 	}
-	flushConv := func(ctx context.Context, c chat.Conversation, w buffer.Want) (int64, error) {
-		for {
-			b, err := store.Claim(ctx, c, 1, w)
-			if err != nil || b.Token == 0 {
-				return 0, err
+	// flush claims and commits the batches of convs as the worker's grouped
+	// flush does (flush.FlushMany): one ClaimMany and one CommitMany round
+	// trip per round, again for those still holding w.Min or more.
+	flush := func(ctx context.Context, convs []chat.Conversation, w buffer.Want, left map[chat.Conversation]int64) error {
+		for len(convs) > 0 {
+			reqs := make([]buffer.ClaimReq, len(convs))
+			for i, c := range convs {
+				reqs[i] = buffer.ClaimReq{Conv: c, Fence: 1, Want: w}
 			}
-			left, err := store.Commit(ctx, c, 1, b.Token, pos.Add(1))
-			if err != nil {
-				return 0, err
+			got, errs, err := store.ClaimMany(ctx, reqs)
+			if err = errors.Join(append(errs, err)...); err != nil {
+				return err
 			}
-			claimed.Add(int64(len(b.Records)))
-			if left < int64(w.Min) {
-				return left, nil
+			var commits []buffer.CommitReq
+			for i, b := range got {
+				if b.Token != 0 {
+					commits = append(commits, buffer.CommitReq{Conv: convs[i], Fence: 1, Token: b.Token, Pos: pos.Add(1)})
+					claimed.Add(int64(len(b.Records)))
+				}
+			}
+			if len(commits) == 0 {
+				return nil
+			}
+			rest, errs, err := store.CommitMany(ctx, commits)
+			if err = errors.Join(append(errs, err)...); err != nil {
+				return err
+			}
+			convs = convs[:0]
+			for i, n := range rest {
+				c := commits[i].Conv
+				left[c] = n
+				if n >= int64(w.Min) {
+					convs = append(convs, c)
+				}
 			}
 		}
+		return nil
 	}
 	full := buffer.Want{Max: bufferSize, Min: bufferSize, Reason: chat.TriggerSize}
 	rest := buffer.Want{Max: bufferSize, Min: 1, Reason: chat.TriggerManual}
@@ -144,17 +171,19 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 					}
 					left[c] = a.Len
 				}
-				for _, c := range fill {
-					if left[c], err = flushConv(gctx, c, full); err != nil {
-						return err
-					}
+				if err := flush(gctx, fill, full, left); err != nil {
+					return err
 				}
 			}
+			var partial []chat.Conversation
 			for _, c := range order {
 				if left[c] > 0 {
-					if _, err := flushConv(gctx, c, rest); err != nil {
-						return err
-					}
+					partial = append(partial, c)
+				}
+			}
+			for i := 0; i < len(partial); i += appendBatch {
+				if err := flush(gctx, partial[i:min(i+appendBatch, len(partial))], rest, left); err != nil {
+					return err
 				}
 			}
 			return nil
@@ -175,5 +204,6 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 		res.RedisCPUus = perMsgUS(redisCPU1-redisCPU0, total)
 	}
 	res.ClientCPUus = perMsgUS(selfCPU()-selfCPU0, total)
-	return res, nil
+	res.RedisCommands, err = r.commandCosts(ctx, float64(total))
+	return res, err
 }

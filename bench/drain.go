@@ -33,7 +33,15 @@ type drainSpec struct {
 // fullBuffers reports whether every conversation ends with whole batches
 // only, so that size flushes alone drain the load.
 func (s drainSpec) fullBuffers() bool {
-	return s.msgs%s.convs == 0 && (s.msgs/s.convs)%bufferSize == 0
+	return s.msgs%s.convs == 0 && (s.msgs/s.convs)%s.bufferSize() == 0
+}
+
+// bufferSize is the worker's CHAT_BUFFER_SIZE in this drain.
+func (s drainSpec) bufferSize() int {
+	if n, err := strconv.Atoi(s.env["CHAT_BUFFER_SIZE"]); err == nil && n > 0 {
+		return n
+	}
+	return bufferSize
 }
 
 // workerEnv is the worker's whole environment: nothing is inherited but
@@ -92,7 +100,9 @@ func (w *workerProc) failure(err error) error {
 	}
 }
 
-var httpClient = &http.Client{Timeout: 5 * time.Second}
+// httpClient reads /metrics uncompressed: the harness polls every 50 ms,
+// and gzip at that pace would be a cost of the bench, not of the worker.
+var httpClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableCompression: true}}
 
 // scrape reads /metrics and returns every sample's value by metric name,
 // summed over labels, and by name{labels}.
@@ -176,6 +186,9 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 		return res, err
 	}
 
+	if err := h.redis.resetStats(ctx); err != nil {
+		return res, err
+	}
 	redisCPU0, err1 := cpuTime(h.redis.p.pid())
 	natsCPU0, err2 := cpuTime(n.p.pid())
 	if err1 != nil || err2 != nil {
@@ -263,6 +276,9 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 	res.Duplicates = m["chatbuf_messages_deduplicated_total"]
 	res.Dead = m["chatbuf_messages_dead_total"]
 	res.InBatches = m["chatbuf_batch_messages_total"]
+	if res.RedisCommands, err = h.redis.commandCosts(ctx, msgs); err != nil {
+		return res, err
+	}
 	return res, nil
 }
 

@@ -387,7 +387,8 @@ func (h *harness) measureRedisSide(ctx context.Context) {
 	r := &h.res
 	r.RedisRef = Row[float64]{Name: "redis-benchmark RPUSH", Messages: o.benchN}
 	note := fmt.Sprintf("%d lanes (goroutines, conversations split between them as the worker's lanes are); each lane appends, then claims and commits "+
-		"each buffer that became full (Claim max 10 min 10, Commit), and at the end the partial ones; fence 1, no lock", lanes)
+		"the buffers that call filled in one ClaimMany and one CommitMany, as the worker's grouped flush does (max 10 min 10), "+
+		"and at the end the partial ones; fence 1, no lock", lanes)
 	batched := &Row[bufferResult]{Name: "AppendBatch, 256 messages per call", Conversations: o.conversations, Messages: o.messages, Notes: []string{note}}
 	single := &Row[bufferResult]{Name: "one round trip per message (AppendBatch of 1)", Conversations: o.conversations, Messages: o.messages}
 	r.Buffer = []*Row[bufferResult]{batched, single}
@@ -543,15 +544,18 @@ func (h *harness) measureBaseline(ctx context.Context) {
 		batched = main
 	}
 	var rows []*Row[drainResult]
-	for _, env := range []map[string]string{nil, {"WORKER_APPEND_BATCH": "1"}} {
+	for _, env := range []map[string]string{nil, {"WORKER_APPEND_BATCH": "1"}, {"CHAT_BUFFER_SIZE": strconv.Itoa(2 * bufferSize)}} {
 		if env == nil && batched != nil {
 			rows = append(rows, batched)
 			continue
 		}
 		spec := h.drainSpec(bin, o.baseConvs, o.baseMessages, env)
 		name := "baseline scale, WORKER_APPEND_BATCH=256 (default)"
-		if env != nil {
+		switch {
+		case env["WORKER_APPEND_BATCH"] != "":
 			name = "baseline: WORKER_APPEND_BATCH=1"
+		case env["CHAT_BUFFER_SIZE"] != "":
+			name = "batches twice as large: CHAT_BUFFER_SIZE=" + env["CHAT_BUFFER_SIZE"]
 		}
 		row := &Row[drainResult]{Name: name, NATS: bin, Conversations: o.baseConvs, Messages: o.baseMessages, Env: spec.env, Notes: spec.notes}
 		rows = append(rows, row)
@@ -574,6 +578,9 @@ func (h *harness) measureBaseline(ctx context.Context) {
 	}
 	if single := rows[1]; single.ok() && rows[0].ok() {
 		single.Relative, single.RelativeTo = single.Median.Rate/rows[0].Median.Rate, "pipelined"
+	}
+	if twice := rows[2]; twice.ok() && rows[0].ok() {
+		twice.Relative, twice.RelativeTo = twice.Median.Rate/rows[0].Median.Rate, "batches of "+strconv.Itoa(bufferSize)
 	}
 }
 
@@ -781,7 +788,10 @@ func (h *harness) notes() {
 			"%d cores allow at most %s msgs/s at that cost, and the drain ran at %s (%.0f%% of that bound).",
 			natsName(d.NATS), us(total), us(m.WorkerCPUus), us(m.RedisCPUus), us(m.NATSCPUus), r.Host.CPUs, rate(bound), rate(m.Rate), 100*m.Rate/bound))
 	}
-	if len(r.Baseline) == 2 && r.Baseline[0].ok() && r.Baseline[1].ok() {
+	if len(r.Baseline) == 3 && r.Baseline[0].ok() && r.Baseline[2].ok() {
+		r.Notes = append(r.Notes, batchSplit(r.Baseline[0], r.Baseline[2]))
+	}
+	if len(r.Baseline) >= 2 && r.Baseline[0].ok() && r.Baseline[1].ok() {
 		d, b := r.Baseline[0], r.Baseline[1]
 		r.Notes = append(r.Notes, fmt.Sprintf("Pipelined appends (WORKER_APPEND_BATCH=256) vs one round trip per append: %s vs %s msgs/s (%s), %s vs %s round trips/msg. "+
 			"WORKER_APPEND_BATCH also sets the worker's pull window (lanes × it), so the baseline pulls 2 messages at a time as well.",
@@ -793,6 +803,34 @@ func (h *harness) notes() {
 	}
 	r.Notes = append(r.Notes, "Ratios are of medians measured in this sitting; spread is the min–max over the rounds. "+
 		"Worker CPU and round trips count from the worker's start (startup, readiness probes and the harness's /metrics polls every 50 ms included).")
+}
+
+// batchSplit splits the CPU per message of drain a (batches of bufferSize)
+// into what each message costs and what each batch costs, from drain b,
+// the same load in batches twice as large: per message c = m + k/size, so
+// k = (c_a - c_b) / (1/size_a - 1/size_b).
+func batchSplit(a, b *Row[drainResult]) string {
+	sa, sb := float64(bufferSize), float64(2*bufferSize)
+	var parts []string
+	var perBatch, perMsg float64
+	for _, x := range []struct {
+		name   string
+		ca, cb float64
+	}{
+		{"worker", a.Median.WorkerCPUus, b.Median.WorkerCPUus},
+		{"redis-server", a.Median.RedisCPUus, b.Median.RedisCPUus},
+		{"nats-server", a.Median.NATSCPUus, b.Median.NATSCPUus},
+	} {
+		k := (x.ca - x.cb) / (1/sa - 1/sb)
+		m := x.ca - k/sa
+		perBatch += k
+		perMsg += m
+		parts = append(parts, fmt.Sprintf("%s %s + %s", x.name, us(m), us(k/sa)))
+	}
+	return fmt.Sprintf("Per message or per batch: the drain in batches of %d and of %d (same load, same server, rounds interleaved) puts its CPU at "+
+		"%s µs per message plus %s µs per batch (locking, claiming, publishing to CHAT_FLUSHED, committing, unlocking), so that at batches of %d "+
+		"%s of the %s µs/msg are the batches' (per message + per batch share: %s). These are differences of noisy figures: read them as rough.",
+		bufferSize, 2*bufferSize, us(perMsg), us(perBatch), bufferSize, us(perBatch/sa), us(perMsg+perBatch/sa), strings.Join(parts, ", "))
 }
 
 func cpuModel() string {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -406,4 +408,54 @@ func loadAvg() float64 {
 	}
 	v, _ := strconv.ParseFloat(f[0], 64)
 	return v
+}
+
+// cmdCost is one command's share of Redis's work in a measurement, from
+// INFO commandstats. The time of EVAL/EVALSHA includes the commands its
+// scripts ran, which are also counted under their own names.
+type cmdCost struct {
+	Command     string  `json:"command"`
+	CallsPerMsg float64 `json:"calls_per_msg"`
+	USPerMsg    float64 `json:"us_per_msg"`
+	USPerCall   float64 `json:"us_per_call"`
+}
+
+// resetStats zeroes the server's command statistics.
+func (r *redisServer) resetStats(ctx context.Context) error {
+	return r.rdb.ConfigResetStat(ctx).Err()
+}
+
+// commandCosts reads the command statistics since resetStats, per message
+// of msgs, the costliest first; the bench's own INFO and CONFIG calls are
+// left out.
+func (r *redisServer) commandCosts(ctx context.Context, msgs float64) ([]cmdCost, error) {
+	info, err := r.rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis INFO commandstats: %w", err)
+	}
+	var out []cmdCost
+	for line := range strings.SplitSeq(info, "\n") {
+		// cmdstat_rpush:calls=3,usec=5,usec_per_call=1.67,rejected_calls=0,failed_calls=0
+		name, fields, ok := strings.Cut(strings.TrimSpace(line), ":")
+		name, isCmd := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !isCmd || strings.HasPrefix(name, "info") || strings.HasPrefix(name, "config") {
+			continue
+		}
+		var calls, usec float64
+		for f := range strings.SplitSeq(fields, ",") {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "calls":
+				calls, _ = strconv.ParseFloat(v, 64)
+			case "usec":
+				usec, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		if calls == 0 {
+			continue
+		}
+		out = append(out, cmdCost{Command: name, CallsPerMsg: calls / msgs, USPerMsg: usec / msgs, USPerCall: usec / calls})
+	}
+	slices.SortFunc(out, func(a, b cmdCost) int { return cmp.Compare(b.USPerMsg, a.USPerMsg) })
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -27,12 +28,13 @@ type jsRefResult struct {
 }
 
 type bufferResult struct {
-	Rate             float64 `json:"msgs_per_s"`
-	ElapsedS         float64 `json:"elapsed_s"`
-	RoundTripsPerMsg float64 `json:"redis_round_trips_per_msg"`
-	CommandsPerMsg   float64 `json:"redis_commands_per_msg"`
-	RedisCPUus       float64 `json:"redis_cpu_us_per_msg"`
-	ClientCPUus      float64 `json:"client_cpu_us_per_msg"`
+	Rate             float64   `json:"msgs_per_s"`
+	ElapsedS         float64   `json:"elapsed_s"`
+	RoundTripsPerMsg float64   `json:"redis_round_trips_per_msg"`
+	CommandsPerMsg   float64   `json:"redis_commands_per_msg"`
+	RedisCPUus       float64   `json:"redis_cpu_us_per_msg"`
+	ClientCPUus      float64   `json:"client_cpu_us_per_msg"`
+	RedisCommands    []cmdCost `json:"redis_commands,omitempty"` // of the first round
 }
 
 type drainResult struct {
@@ -55,6 +57,7 @@ type drainResult struct {
 	Dead             float64            `json:"dead_lettered"`
 	InBatches        float64            `json:"in_batches"`
 	Batches          map[string]float64 `json:"batches_by_reason"`
+	RedisCommands    []cmdCost          `json:"redis_commands,omitempty"` // of the first round
 }
 
 type steadyResult struct {
@@ -431,9 +434,11 @@ func (r *Results) markdown() string {
 		"`chatbuf_flush_duration_seconds` sum/count (claim → publish → commit; a grouped flush counts its whole round for each of its batches); " +
 		"reference (2) and the drain run interleaved, round by round, on each server.\n\n")
 	drainTable(r.Drain)
+	r.redisTime(&b)
 	if len(r.Baseline) > 0 {
-		b.WriteString("## Baseline: one Redis round trip per message\n\n")
-		b.WriteString("The drain again with `WORKER_APPEND_BATCH=1`, beside the pipelined drain; relative = its msgs/s ÷ the pipelined one's.\n\n")
+		b.WriteString("## Baseline: one Redis round trip per message; batches twice as large\n\n")
+		b.WriteString("The drain again with `WORKER_APPEND_BATCH=1`, beside the pipelined drain; relative = its msgs/s ÷ the pipelined one's. " +
+			"And the drain in batches of 20 (`CHAT_BUFFER_SIZE=20`), to split the CPU into what each message and what each batch costs (Notes).\n\n")
 		if x := r.Baseline[0]; len(r.Drain) > 0 && x.Messages != r.Drain[0].Messages {
 			fmt.Fprintf(&b, "The drain scaled down to %s messages over %s conversations (%s per conversation; --baseline-messages, --baseline-conversations); "+
 				"both rows at that scale, rounds interleaved.\n\n",
@@ -516,4 +521,78 @@ func (r *Results) write(dir, prefix string) ([]string, error) {
 		files = append(files, p)
 	}
 	return files, nil
+}
+
+// redisTime writes where Redis spent its time per message, by command, in
+// the buffer layer and in the drains (INFO commandstats of their first
+// rounds).
+func (r *Results) redisTime(b *strings.Builder) {
+	type col struct {
+		name  string
+		costs map[string]cmdCost
+	}
+	var cols []col
+	add := func(name string, costs []cmdCost) {
+		if len(costs) == 0 {
+			return
+		}
+		m := make(map[string]cmdCost, len(costs))
+		for _, c := range costs {
+			m[c.Command] = c
+		}
+		cols = append(cols, col{name, m})
+	}
+	if len(r.Buffer) > 0 && r.Buffer[0].ok() {
+		add("buffer layer ("+r.Buffer[0].Name+")", r.Buffer[0].Rounds[0].RedisCommands)
+	}
+	for _, d := range r.Drain {
+		if d.ok() {
+			add("drain, "+natsName(d.NATS), d.Rounds[0].RedisCommands)
+		}
+	}
+	if len(cols) == 0 {
+		return
+	}
+	var names []string
+	seen := map[string]bool{}
+	for _, c := range cols {
+		for n := range c.costs {
+			if !seen[n] {
+				seen[n] = true
+				names = append(names, n)
+			}
+		}
+	}
+	cost := func(n string) float64 {
+		for _, c := range cols {
+			if v, ok := c.costs[n]; ok {
+				return v.USPerMsg
+			}
+		}
+		return 0
+	}
+	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(cost(b), cost(a)) })
+	b.WriteString("## Where Redis's time goes\n\n")
+	b.WriteString("INFO commandstats over the first round, per message: µs of Redis's time in the command (and calls). " +
+		"EVALSHA's time includes the commands its scripts ran, which also appear under their own names; what EVALSHA has beyond them is the " +
+		"scripts' own work (Lua, argument and reply conversion). Time outside commands (reading and writing sockets, the event loop) is in none of " +
+		"these: compare with redis CPU µs/msg above.\n\n")
+	head := []string{"command"}
+	for _, c := range cols {
+		head = append(head, c.name)
+	}
+	var rows [][]string
+	for _, n := range names {
+		row := []string{"`" + n + "`"}
+		for _, c := range cols {
+			v, ok := c.costs[n]
+			if !ok {
+				row = append(row, "–")
+				continue
+			}
+			row = append(row, fmt.Sprintf("%.2f (%.3f)", v.USPerMsg, v.CallsPerMsg))
+		}
+		rows = append(rows, row)
+	}
+	table(b, head, rows)
 }
