@@ -62,10 +62,14 @@ type BatchMessage struct {
 func EncodeBatch(c Conversation, token int64, reason Trigger, created time.Time, records []Record) []byte {
 	slices.SortFunc(records, func(a, b Record) int { return cmp.Compare(a.Seq, b.Seq) })
 	roles := make([]string, 0, 4)
-	size := 256
+	// Room for the member names, numbers and times (about 300 bytes), the
+	// ids twice (batch_id and their own members), the roles and the
+	// messages, so that a batch is one allocation.
+	size := 320 + 2*(len(c.User)+len(c.Device)+len(c.Agent))
 	for _, r := range records {
 		if !slices.Contains(roles, r.Role) {
 			roles = append(roles, r.Role)
+			size += len(r.Role) + 3
 		}
 		size += len(r.JSON) + 1
 	}

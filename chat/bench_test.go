@@ -72,3 +72,21 @@ func BenchmarkKeys(b *testing.B) {
 		_ = keys.Buffer(c)
 	}
 }
+
+// TestHotPathAllocations pins the allocations the benchmarks above report
+// for the per-message hot path: a record is one allocation (its size is
+// reserved up front), and Decode allocates only the strings it returns
+// (role, message_id, timestamp), none for the member names it scans.
+func TestHotPathAllocations(t *testing.T) {
+	m, err := chat.Decode(typicalBody, alice, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.UnixMilli(1764151200123)
+	if n := testing.AllocsPerRun(100, func() { chat.NewRecord(&m, 1017, at) }); n != 1 {
+		t.Errorf("NewRecord: %v allocations, want 1", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = chat.Decode(typicalBody, alice, 0) }); n > 3 {
+		t.Errorf("Decode: %v allocations, want at most 3", n)
+	}
+}

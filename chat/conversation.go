@@ -45,6 +45,17 @@ func ValidateID(id string) error {
 	if !utf8.ValidString(id) {
 		return fmt.Errorf("%w: not valid UTF-8", ErrBadID)
 	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c == '.' || c == '*' || c == '>' || c >= 0x7f {
+			return validateRunes(id[i:])
+		}
+	}
+	return nil
+}
+
+// validateRunes is ValidateID's rune by rune check, for ids that are not
+// plain printable ASCII.
+func validateRunes(id string) error {
 	for _, r := range id {
 		switch {
 		case r == '.' || r == '*' || r == '>':
@@ -69,11 +80,13 @@ func ParseSubject(prefix, kind, subject string) (Conversation, error) {
 	if !ok {
 		return Conversation{}, fmt.Errorf("%w: subject %q does not start with %q", ErrBadID, subject, head)
 	}
-	parts := strings.Split(rest, ".")
-	if len(parts) != 3 {
-		return Conversation{}, fmt.Errorf("%w: subject %q has %d id tokens after %q, want 3 (user.device.agent)", ErrBadID, subject, len(parts), head)
+	user, rest, ok1 := strings.Cut(rest, ".")
+	device, agent, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.Contains(agent, ".") {
+		return Conversation{}, fmt.Errorf("%w: subject %q has %d id tokens after %q, want 3 (user.device.agent)",
+			ErrBadID, subject, strings.Count(subject[len(head):], ".")+1, head)
 	}
-	c := Conversation{User: parts[0], Device: parts[1], Agent: parts[2]}
+	c := Conversation{User: user, Device: device, Agent: agent}
 	return c, c.Validate()
 }
 
@@ -104,7 +117,11 @@ func ParseTag(tag string) (Conversation, error) {
 // EscapeID escapes the characters that would let two ids share a key:
 // % -> %25, : -> %3A, { -> %7B, } -> %7D. Other ids stay as they are.
 func EscapeID(id string) string {
-	if !strings.ContainsAny(id, "%:{}") {
+	plain := true
+	for i := 0; i < len(id) && plain; i++ {
+		plain = id[i] != '%' && id[i] != ':' && id[i] != '{' && id[i] != '}'
+	}
+	if plain {
 		return id
 	}
 	var b strings.Builder

@@ -20,8 +20,9 @@ func NewKeys(prefix string) Keys {
 // Prefix returns the prefix every key starts with.
 func (k Keys) Prefix() string { return k.prefix }
 
+// conv is "<prefix><kind>:{<tag>}", built in one allocation.
 func (k Keys) conv(kind string, c Conversation) string {
-	return k.prefix + kind + ":{" + c.Tag() + "}"
+	return k.prefix + kind + ":{" + EscapeID(c.User) + ":" + EscapeID(c.Device) + ":" + EscapeID(c.Agent) + "}"
 }
 
 // Buffer is the conversation's buffer (LIST of records).

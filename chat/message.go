@@ -224,30 +224,16 @@ func members(body []byte) (wireMessage, error) {
 		i = skipSpace(body, end)
 		i = skipSpace(body, i+1) // the colon
 		vend := skipValue(body, i)
-		val := json.RawMessage(body[i:vend])
-		name := string(key[1 : len(key)-1])
+		name := key[1 : len(key)-1]
 		if !plain(key) {
-			if err := json.Unmarshal(key, &name); err != nil {
+			var s string
+			if err := json.Unmarshal(key, &s); err != nil {
 				return w, reject(ReasonBadJSON, "member name %s: %v", key, err)
 			}
+			name = []byte(s)
 		}
-		switch name {
-		case "role":
-			w.Role = val
-		case "content":
-			w.Content = val
-		case "message_id":
-			w.MessageID = val
-		case "timestamp":
-			w.Timestamp = val
-		case "metadata":
-			w.Metadata = val
-		case "user_id":
-			w.UserID = val
-		case "device_id":
-			w.DeviceID = val
-		case "agent_id":
-			w.AgentID = val
+		if f := w.field(name); f != nil {
+			*f = body[i:vend]
 		}
 		i = skipSpace(body, vend)
 		if body[i] == ',' {
@@ -255,6 +241,30 @@ func members(body []byte) (wireMessage, error) {
 		}
 	}
 	return w, nil
+}
+
+// field returns the member named name, or nil for a member the contract
+// does not know.
+func (w *wireMessage) field(name []byte) *json.RawMessage {
+	switch string(name) { // no allocation: the compiler compares in place
+	case "role":
+		return &w.Role
+	case "content":
+		return &w.Content
+	case "message_id":
+		return &w.MessageID
+	case "timestamp":
+		return &w.Timestamp
+	case "metadata":
+		return &w.Metadata
+	case "user_id":
+		return &w.UserID
+	case "device_id":
+		return &w.DeviceID
+	case "agent_id":
+		return &w.AgentID
+	}
+	return nil
 }
 
 // plain reports whether a JSON string literal has no escapes, so that its

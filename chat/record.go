@@ -28,7 +28,9 @@ type Record struct {
 // receivedAt, as a record.
 func NewRecord(m *Message, seq uint64, receivedAt time.Time) []byte {
 	ms := receivedAt.UnixMilli()
-	b := make([]byte, 0, 128+len(m.Content)+len(m.Metadata))
+	// Room for the header, the member names, the numbers and the stamp
+	// (about 180 bytes), so that a record is one allocation.
+	b := make([]byte, 0, 192+2*len(m.Role)+len(m.MessageID)+len(m.Timestamp)+len(m.Content)+len(m.Metadata))
 	b = strconv.AppendInt(b, ms, 10)
 	b = append(b, ' ')
 	b = strconv.AppendUint(b, seq, 10)
