@@ -248,22 +248,32 @@ func (r *Redis) AppendBatch(ctx context.Context, items []Item) ([]Appended, erro
 	window := strconv.FormatInt(r.cfg.DedupeWindow.Milliseconds(), 10)
 	ttl := strconv.FormatInt(r.cfg.TTL.Milliseconds(), 10)
 
+	// Each call is EVALSHA sha numkeys keys... args..., built in one slice.
+	calls := make([][]any, len(chunks))
+	for ci, chunk := range chunks {
+		n := 0
+		for _, g := range chunk {
+			n += len(g)
+		}
+		call := make([]any, 0, 4+2*len(chunk)+3+2*len(chunk)+2*n)
+		call = append(call, "evalsha", appendScript.Hash(), 1+2*len(chunk), r.dueKey(items[chunk[0][0]].Conv))
+		for _, g := range chunk {
+			c := items[g[0]].Conv
+			call = append(call, r.keys.Buffer(c), r.keys.Dedupe(c))
+		}
+		call = append(call, now, window, ttl)
+		for _, g := range chunk {
+			call = append(call, items[g[0]].Conv.Tag(), len(g))
+			for _, i := range g {
+				call = append(call, items[i].Key, items[i].Record)
+			}
+		}
+		calls[ci] = call
+	}
 	run := func() []redis.Cmder {
 		pipe := r.rdb.Pipeline()
-		for _, chunk := range chunks {
-			keys := make([]string, 1, 1+2*len(chunk))
-			keys[0] = r.dueKey(items[chunk[0][0]].Conv)
-			args := make([]any, 0, 3+2*len(chunk)+2*len(items))
-			args = append(args, now, window, ttl)
-			for _, g := range chunk {
-				c := items[g[0]].Conv
-				keys = append(keys, r.keys.Buffer(c), r.keys.Dedupe(c))
-				args = append(args, c.Tag(), len(g))
-				for _, i := range g {
-					args = append(args, items[i].Key, items[i].Record)
-				}
-			}
-			appendScript.EvalSha(ctx, pipe, keys, args...)
+		for _, call := range calls {
+			pipe.Do(ctx, call...)
 		}
 		cmds, _ := pipe.Exec(ctx) // errors are read per command below
 		return cmds
@@ -403,19 +413,39 @@ func groupByConversation(items []Item) [][]int {
 	if len(items) == 1 {
 		return [][]int{{0}}
 	}
-	idx := make(map[chat.Conversation]int, len(items))
-	var groups [][]int
+	idx := groupMaps.Get().(map[chat.Conversation]int)
+	defer func() {
+		clear(idx)
+		groupMaps.Put(idx)
+	}()
+	of := make([]int, len(items)) // item -> its group
+	var sizes []int
 	for i, it := range items {
 		g, ok := idx[it.Conv]
 		if !ok {
-			g = len(groups)
+			g = len(sizes)
 			idx[it.Conv] = g
-			groups = append(groups, nil)
+			sizes = append(sizes, 0)
 		}
+		of[i] = g
+		sizes[g]++
+	}
+	// The groups share one backing array.
+	flat := make([]int, 0, len(items))
+	groups := make([][]int, len(sizes))
+	for g, n := range sizes {
+		groups[g] = flat[len(flat) : len(flat) : len(flat)+n]
+		flat = flat[:len(flat)+n]
+	}
+	for i, g := range of {
 		groups[g] = append(groups[g], i)
 	}
 	return groups
 }
+
+// groupMaps are groupByConversation's maps, reused: an append batch of a
+// few hundred conversations would otherwise build one each time.
+var groupMaps = sync.Pool{New: func() any { return map[chat.Conversation]int{} }}
 
 // isTransient reports a server reply that concerns the server, not the
 // conversation: loading its data, busy with a script, failing over.

@@ -83,7 +83,7 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		return
 	}
 	var appended, dups int
-	full := map[chat.Conversation]bool{}
+	var full []chat.Conversation // may repeat one: flushes.add takes each once
 	for i, r := range res {
 		p, key := owners[i], items[i].Key
 		if r.Err != nil {
@@ -96,7 +96,9 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		} else {
 			appended++
 		}
-		full[items[i].Conv] = r.Len >= int64(w.cfg.BatchSize)
+		if r.Len >= int64(w.cfg.BatchSize) {
+			full = append(full, items[i].Conv)
+		}
 		// A held message (or a copy of one still held) waits for Release.
 		if r.Held || (r.Dup && w.held.others(key, p.msg)) {
 			continue
@@ -113,10 +115,8 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 	if w.cfg.Hooks.Duplicates != nil && dups > 0 {
 		w.cfg.Hooks.Duplicates(dups)
 	}
-	for c, isFull := range full {
-		if isFull {
-			w.flushes.add(c)
-		}
+	for _, c := range full {
+		w.flushes.add(c)
 	}
 }
 
