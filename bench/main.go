@@ -44,6 +44,7 @@ type options struct {
 	growthCap     int
 	growthRounds  int
 	growthTimebox time.Duration
+	growthAge     int
 	baseMessages  int
 	baseConvs     int
 	only          map[string]bool
@@ -62,12 +63,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	})
 	o := options{
 		rounds: 3, nats: "both", maxConvs: 1_000_000, messages: 200_000, conversations: 10_000,
-		growthCap: 1_000_000, growthRounds: 1, growthTimebox: 4 * time.Minute, steady: 30 * time.Second, benchN: 1_000_000,
+		growthCap: 10_000_000, growthRounds: 1, growthTimebox: 12 * time.Minute, growthAge: 100_000, steady: 30 * time.Second, benchN: 1_000_000,
 	}
 	growth := "1000,100000,1000000"
 	if smoke {
 		o.rounds, o.nats, o.messages, o.conversations = 1, "current", 10_000, 500
-		o.growthCap, o.growthTimebox, o.steady, o.benchN = 4_000, time.Minute, 3*time.Second, 100_000
+		o.growthCap, o.growthTimebox, o.growthAge, o.steady, o.benchN = 10_000, time.Minute, 500, 3*time.Second, 100_000
 		growth = "50,1000"
 	}
 	only := strings.Join(phases, ",")
@@ -81,7 +82,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.conversations, "conversations", o.conversations, "conversations of the drain, the references and the buffer layer")
 	fs.StringVar(&growth, "growth", growth, "comma-separated conversation counts of the growth rows")
 	fs.IntVar(&o.growthCap, "growth-max-messages", o.growthCap, "most messages of a growth row (max(--messages, 10 × conversations), capped)")
-	fs.IntVar(&o.growthRounds, "growth-rounds", o.growthRounds, "rounds of growth rows whose buffers do not all fill (flushed by age, time-boxed; 0: as --rounds)")
+	fs.IntVar(&o.growthRounds, "growth-rounds", o.growthRounds, "rounds of growth rows that are long (over 1,000,000 messages) or whose buffers do not all fill (flushed by age; 0: as --rounds)")
+	fs.IntVar(&o.growthAge, "growth-age", o.growthAge, "conversations of the growth row of one message each, all flushed by age (0: none)")
 	fs.DurationVar(&o.growthTimebox, "growth-timebox", o.growthTimebox, "longest drain of a growth row; one still running then is reported from the messages in batches so far (0: no limit)")
 	fs.IntVar(&o.baseMessages, "baseline-messages", 0, "messages of the WORKER_APPEND_BATCH=1 baseline (0: --messages, the drain itself)")
 	fs.IntVar(&o.baseConvs, "baseline-conversations", 0, "conversations of the baseline (0: --conversations)")
@@ -634,7 +636,12 @@ func (h *harness) measureSteady(ctx context.Context) {
 	}
 }
 
-// measureGrowth drains at each conversation count of --growth.
+// longRow: growth rows of more messages than this run --growth-rounds
+// rounds (a drain of 10,000,000 takes minutes).
+const longRow = 1_000_000
+
+// measureGrowth drains at each conversation count of --growth, then the
+// --growth-age row of one message per conversation.
 func (h *harness) measureGrowth(ctx context.Context) {
 	o := h.opts
 	for _, convs := range o.growth {
@@ -647,24 +654,7 @@ func (h *harness) measureGrowth(ctx context.Context) {
 		if msgs >= convs {
 			msgs = msgs / convs * convs // the same number for every conversation
 		}
-		spec := h.drainSpec(h.current, convs, msgs, nil)
-		spec.timebox = o.growthTimebox
-		rounds := o.rounds
-		if !spec.fullBuffers() {
-			rounds = o.growthRounds
-		}
-		row := &Row[drainResult]{Name: "growth", NATS: h.current, Conversations: convs, Messages: msgs, Env: spec.env, Notes: spec.notes}
-		h.res.Growth = append(h.res.Growth, row)
-		for i := range rounds {
-			h.drainRound(ctx, row, spec, fmt.Sprintf("round %d/%d: growth drain", i+1, rounds))
-		}
-		row.finish()
-		h.ratioToRef(row)
-		if row.ok() && !row.Median.Complete {
-			row.Notes = append(row.Notes, fmt.Sprintf("time-boxed at %v: %s of %s messages appended and %s in batches by then; "+
-				"msgs/s is of those in batches, per-message costs are per appended message",
-				o.growthTimebox, num(row.Median.Appended+row.Median.Duplicates, 0), num(float64(msgs), 0), num(row.Median.InBatches, 0)))
-		}
+		h.res.Growth = append(h.res.Growth, h.growthRow(ctx, "growth", convs, msgs))
 	}
 	h.res.growthTable = h.growthRows()
 	rows := slices.DeleteFunc(slices.Clone(h.res.growthTable), func(x *Row[drainResult]) bool { return !x.ok() })
@@ -673,6 +663,37 @@ func (h *harness) measureGrowth(ctx context.Context) {
 			x.Relative, x.RelativeTo = x.Median.Rate/rows[0].Median.Rate, num(float64(rows[0].Conversations), 0)+" conversations"
 		}
 	}
+	if o.growthAge > 0 && o.growthAge <= o.maxConvs {
+		row := h.growthRow(ctx, "one message per conversation", o.growthAge, o.growthAge)
+		if len(rows) > 0 && row.ok() {
+			row.Relative, row.RelativeTo = row.Median.Rate/rows[0].Median.Rate, num(float64(rows[0].Conversations), 0)+" conversations"
+		}
+		h.res.GrowthAge = row
+	}
+}
+
+// growthRow measures one growth drain of msgs messages over convs
+// conversations, time-boxed.
+func (h *harness) growthRow(ctx context.Context, name string, convs, msgs int) *Row[drainResult] {
+	o := h.opts
+	spec := h.drainSpec(h.current, convs, msgs, nil)
+	spec.timebox = o.growthTimebox
+	rounds := o.rounds
+	if !spec.fullBuffers() || msgs > longRow {
+		rounds = o.growthRounds
+	}
+	row := &Row[drainResult]{Name: name, NATS: h.current, Conversations: convs, Messages: msgs, Env: spec.env, Notes: spec.notes}
+	for i := range rounds {
+		h.drainRound(ctx, row, spec, fmt.Sprintf("round %d/%d: %s drain", i+1, rounds, name))
+	}
+	row.finish()
+	h.ratioToRef(row)
+	if row.ok() && !row.Median.Complete {
+		row.Notes = append(row.Notes, fmt.Sprintf("time-boxed at %v: %s of %s messages appended and %s in batches by then; "+
+			"msgs/s is of those in batches, per-message costs are per appended message",
+			o.growthTimebox, num(row.Median.Appended+row.Median.Duplicates, 0), num(float64(msgs), 0), num(row.Median.InBatches, 0)))
+	}
+	return row
 }
 
 // growthRows are the growth rows and the main drain (on the same server),

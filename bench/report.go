@@ -161,9 +161,11 @@ type Results struct {
 	Baseline []*Row[drainResult]  `json:"baseline"`
 	Steady   *Row[steadyResult]   `json:"steady_state,omitempty"`
 	Growth   []*Row[drainResult]  `json:"growth"`
-	Targets  []Target             `json:"targets"`
-	Notes    []string             `json:"notes"`
-	Errors   []string             `json:"errors,omitempty"`
+	// GrowthAge is a drain of one message per conversation, flushed by age.
+	GrowthAge *Row[drainResult] `json:"growth_age,omitempty"`
+	Targets   []Target          `json:"targets"`
+	Notes     []string          `json:"notes"`
+	Errors    []string          `json:"errors,omitempty"`
 
 	growthTable []*Row[drainResult] // the growth rows and the drain, by conversations
 }
@@ -477,6 +479,11 @@ func (r *Results) markdown() string {
 			"Each row's drain is time-boxed (--growth-timebox); rows whose buffers do not all fill are flushed by age and run --growth-rounds round(s). " +
 			"The drain row of the same server is repeated here for scale; relative = msgs/s ÷ the smallest row's.\n\n")
 		drainTable(r.growthTable)
+		if r.GrowthAge != nil {
+			b.WriteString("One message per conversation: no buffer fills, so every message waits for the age sweep (CHAT_FLUSH_MAX_AGE) and is a batch " +
+				"of its own; the pace is that of one lock, claim, publish, commit and unlock per message, not of the appends (appends/s).\n\n")
+			drainTable([]*Row[drainResult]{r.GrowthAge})
+		}
 	}
 	if len(r.Notes) > 0 {
 		b.WriteString("## Notes\n\n")
