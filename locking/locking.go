@@ -42,7 +42,9 @@ type ManyLocker interface {
 type Lock interface {
 	// Fence is the lock's fencing token.
 	Fence() int64
-	// Until is when the lock expires unless extended.
+	// Until is when the lock expires unless extended, on the real clock
+	// (work under the lock runs with a context that ends there), also for
+	// a locker whose clock is injected.
 	Until() time.Time
 	// Extend renews the lock for its expiry; ErrLost if it is no longer held.
 	Extend(ctx context.Context) error

@@ -211,3 +211,35 @@ func TestRedisManyAfterScriptFlush(t *testing.T) {
 		}
 	}
 }
+
+// TestUntilIsOnTheRealClock: work under a lock runs with a context whose
+// deadline is Until, so Until is on the real clock even where the locker's
+// clock is injected (as in tests) and far from it; a lock taken with a clock
+// in the past must not look expired, one in the future not eternal.
+func TestUntilIsOnTheRealClock(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	const expiry = 5 * time.Second
+	for _, at := range []time.Time{time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		clock := clocktest.New(at)
+		cfg := locking.Config{Expiry: expiry, Now: clock.Now}
+		for name, l := range map[string]locking.ManyLocker{"redis": locking.NewRedis(rdb, cfg), "memory": locking.NewMemory(cfg)} {
+			one, err := l.TryLock(ctx, alice)
+			if err != nil {
+				t.Fatalf("%s, clock at %v: TryLock: %v", name, at.Year(), err)
+			}
+			many, err := l.TryLockMany(ctx, []chat.Conversation{bob})
+			if err != nil || many[0] == nil {
+				t.Fatalf("%s, clock at %v: TryLockMany: %v, %v", name, at.Year(), many, err)
+			}
+			for what, lk := range map[string]locking.Lock{"TryLock": one, "TryLockMany": many[0]} {
+				if left := time.Until(lk.Until()); left <= 0 || left > expiry {
+					t.Errorf("%s, clock at %v: a lock from %s is good for %v of real time, want (0, %v]", name, at.Year(), what, left, expiry)
+				}
+			}
+			if err := l.UnlockMany(ctx, []locking.Lock{one, many[0]}); err != nil {
+				t.Errorf("%s: UnlockMany: %v", name, err)
+			}
+		}
+	}
+}

@@ -60,10 +60,13 @@ type memLock struct {
 
 func (l *memLock) Fence() int64 { return l.fence }
 
+// Until implements Lock: a deadline on the real clock (work under the lock
+// runs with a context that ends there), however far the configured clock,
+// which the expiry itself follows, is from it.
 func (l *memLock) Until() time.Time {
 	l.m.mu.Lock()
 	defer l.m.mu.Unlock()
-	return l.until
+	return time.Now().Add(l.until.Sub(l.m.now()))
 }
 
 // owned reports whether l is still the conversation's live lock; m.mu held.

@@ -129,7 +129,10 @@ return v
 // go through redsync.
 func (r *Redis) TryLockMany(ctx context.Context, cs []chat.Conversation) ([]Lock, error) {
 	values := make([]string, len(cs))
-	start := r.now()
+	// The fence floor comes from the configured clock; the lock's validity
+	// is a deadline on the real one, as redsync's is (work under the lock
+	// runs with a context that ends there).
+	now, start := r.now(), time.Now()
 	pipe := r.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(cs))
 	for i, c := range cs {
@@ -139,7 +142,7 @@ func (r *Redis) TryLockMany(ctx context.Context, cs []chat.Conversation) ([]Lock
 		}
 		values[i] = v
 		cmds[i] = lockManyScript.EvalSha(ctx, pipe, []string{r.keys.Lock(c), r.keys.Fence(c)},
-			v, r.expiry.Milliseconds(), start.UnixMilli(), fenceTTL.Milliseconds())
+			v, r.expiry.Milliseconds(), now.UnixMilli(), fenceTTL.Milliseconds())
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isNoScript(err) && !errors.As(err, new(redis.Error)) {
 		return nil, fmt.Errorf("locking: lock many: %w", err)
