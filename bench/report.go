@@ -476,7 +476,7 @@ func (r *Results) markdown() string {
 	if len(r.Growth) > 0 {
 		b.WriteString("## Growth: the drain at more conversations\n\n")
 		b.WriteString("Messages = max(the drain's, 10 × conversations), capped at --growth-max-messages, the same number per conversation, round-robin. " +
-			"Each row's drain is time-boxed (--growth-timebox); rows whose buffers do not all fill are flushed by age and run --growth-rounds round(s). " +
+			"Each row's drain is time-boxed (--growth-timebox); rows whose buffers do not all fill are flushed by age; those and rows of over 1,000,000 messages run --growth-rounds round(s) (spread – : one round). " +
 			"The drain row of the same server is repeated here for scale; relative = msgs/s ÷ the smallest row's.\n\n")
 		drainTable(r.growthTable)
 		if r.GrowthAge != nil {
