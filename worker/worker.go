@@ -270,7 +270,9 @@ func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, in *i
 		// server restarts, the next pull goes out within seconds, not after
 		// the default 30 s.
 		jetstream.PullExpiry(5*time.Second),
-		jetstream.WithMessagesErrOnMissingHeartbeat(false),
+		// A pull sent after the consumer was deleted gets no answer, only
+		// missing heartbeats: each one is a cue to check the consumer.
+		jetstream.WithMessagesErrOnMissingHeartbeat(true),
 	)
 	if err != nil {
 		return fmt.Errorf("worker: consume: %w", err)
@@ -291,6 +293,9 @@ func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, in *i
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return err
 			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) && consumerGone(ctx, cons) {
+				return fmt.Errorf("worker: consumer %s: %w", w.cfg.Stream.Consumer, jetstream.ErrConsumerNotFound)
+			}
 			w.hookNATSError(err)
 			w.log.Warn("worker: pull failed", "error", err)
 			continue
@@ -298,6 +303,15 @@ func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, in *i
 		w.held.queue(msg)
 		in.put(w.lane(msg.Subject(), len(in.lanes)), msg, ctx.Done())
 	}
+}
+
+// consumerGone reports whether the server says cons no longer exists; an
+// unreachable server does not count.
+func consumerGone(ctx context.Context, cons jetstream.Consumer) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := cons.Info(ctx)
+	return errors.Is(err, jetstream.ErrConsumerNotFound)
 }
 
 func (w *Worker) lane(subject string, n int) int {

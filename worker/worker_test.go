@@ -30,6 +30,8 @@ type env struct {
 	redis *redistest.Server
 	cfg   stream.Config
 	js    jetstream.JetStream
+	// wrap, if set, stands between the next worker started and JetStream.
+	wrap func(jetstream.JetStream) jetstream.JetStream
 }
 
 func newEnv(t *testing.T, start func(testing.TB) *natstest.Server) *env {
@@ -55,7 +57,11 @@ func (e *env) startWorker(t *testing.T, maxAge time.Duration) (stop func()) {
 	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg),
 		flush.Config{BatchSize: size, MaxAge: maxAge})
 	bufs := worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0, 0)}
-	w := worker.New(nc, js, bufs, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 2, SweepInterval: 100 * time.Millisecond})
+	wjs := js
+	if e.wrap != nil {
+		wjs = e.wrap(js)
+	}
+	w := worker.New(nc, wjs, bufs, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 2, SweepInterval: 100 * time.Millisecond})
 	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -392,14 +398,39 @@ func TestAgeTriggerFlushesPartialBuffers(t *testing.T) {
 }
 
 // The consumer disappears under a running worker (deleted by an operator):
-// the worker sets it up again and keeps consuming instead of stopping.
+// the worker sets it up again and keeps consuming instead of stopping. The
+// server tells a pull request waiting on the consumer that it was deleted;
+// a pull that arrives after the deletion gets no answer at all.
 func TestWorkerSurvivesConsumerDeletion(t *testing.T) {
-	e := newEnv(t, natstest.Embedded)
-	e.startWorker(t, time.Hour)
-	ctx := context.Background()
-	if err := e.js.DeleteConsumer(ctx, e.cfg.InStream, e.cfg.Consumer); err != nil {
-		t.Fatalf("DeleteConsumer: %v", err)
+	for name, start := range map[string]func(testing.TB) *natstest.Server{"embedded": natstest.Embedded, "binary": natstest.Binary} {
+		t.Run(name+"/while a pull waits", func(t *testing.T) {
+			e := newEnv(t, start)
+			e.startWorker(t, time.Hour)
+			ctx := context.Background()
+			cons, err := e.js.Consumer(ctx, e.cfg.InStream, e.cfg.Consumer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "pull request waiting on the consumer", func() bool {
+				info, err := cons.Info(ctx)
+				return err == nil && info.NumWaiting > 0
+			})
+			if err := e.js.DeleteConsumer(ctx, e.cfg.InStream, e.cfg.Consumer); err != nil {
+				t.Fatalf("DeleteConsumer: %v", err)
+			}
+			publishAfterDeletion(t, e)
+		})
+		t.Run(name+"/before the first pull", func(t *testing.T) {
+			e := newEnv(t, start)
+			e.wrap = func(js jetstream.JetStream) jetstream.JetStream { return &deletingJS{JetStream: js} }
+			e.startWorker(t, time.Hour)
+			publishAfterDeletion(t, e)
+		})
 	}
+}
+
+func publishAfterDeletion(t *testing.T, e *env) {
+	t.Helper()
 	c := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
 	want := sent{}
 	for i := range size {
@@ -408,6 +439,31 @@ func TestWorkerSurvivesConsumerDeletion(t *testing.T) {
 		e.publish(t, c, fmt.Sprintf(`{"role":"user","content":%q}`, m), "")
 	}
 	check(t, e.batchesHolding(t, size), want)
+}
+
+// deletingJS deletes the consumer right after the worker first sets it up,
+// before the worker pulls from it.
+type deletingJS struct {
+	jetstream.JetStream
+	once sync.Once
+}
+
+func (d *deletingJS) CreateOrUpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	cons, err := d.JetStream.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.once.Do(func() { err = d.DeleteConsumer(ctx, stream, cfg.Durable) })
+	return cons, err
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after 15s", what)
+		}
+	}
 }
 
 // slowBuffers stalls the first append: Redis failing over, say.
