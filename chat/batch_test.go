@@ -38,6 +38,7 @@ func TestTriggerValid(t *testing.T) {
 		want bool
 	}{
 		{chat.TriggerSize, true}, {chat.TriggerAge, true}, {chat.TriggerManual, true},
+		{chat.TriggerIdle, true}, {chat.TriggerBytes, true}, {chat.TriggerEnd, true},
 		{"", false}, {"Size", false}, {"sweep", false},
 	} {
 		if got := tt.t.Valid(); got != tt.want {
@@ -91,17 +92,25 @@ func TestEncodeBatch(t *testing.T) {
 			if err := json.Unmarshal(raw, &got); err != nil {
 				t.Fatalf("batch does not decode as a chat.Batch: %v\n%s", err, raw)
 			}
+			roles := []string{"assistant", "system", "user"}
 			want := chat.Batch{
-				BatchID:      cv.id,
-				Source:       "chat_log",
-				UserID:       cv.conv.User,
-				DeviceID:     cv.conv.Device,
-				AgentID:      cv.conv.Agent,
-				Reason:       chat.TriggerSize,
-				FencingToken: 42,
-				CreateTime:   created,
-				MessageCount: 4,
-				Roles:        []string{"assistant", "system", "user"},
+				BatchID:       cv.id,
+				ObjectID:      cv.id,
+				Source:        "chat_log",
+				ContentFormat: "text",
+				UserID:        cv.conv.User,
+				DeviceID:      cv.conv.Device,
+				AgentID:       cv.conv.Agent,
+				Reason:        chat.TriggerSize,
+				FencingToken:  42,
+				CreateTime:    created,
+				MessageCount:  4,
+				Roles:         roles,
+				ContentText: `[{"role": "user", "content": "hi", "timestamp": "2025-11-26T10:59:59+01:00"}, ` +
+					`{"role": "assistant", "content": [{"type":"text","text":"hello"}], "timestamp": "2025-11-26T10:00:01Z"}, ` +
+					`{"role": "system", "content": "be brief", "timestamp": "2025-11-26T10:00:02Z"}, ` +
+					`{"role": "user", "content": "third", "timestamp": "2025-11-26T10:00:03Z"}]`,
+				AdditionalInfo: chat.AdditionalInfo{MessageCount: 4, Roles: roles, BatchID: cv.id, Reason: chat.TriggerSize, FencingToken: 42},
 				Messages: []chat.BatchMessage{
 					{MessageID: "m1", Seq: 1017, Role: "user", Content: json.RawMessage(`"hi"`), Timestamp: "2025-11-26T10:59:59+01:00", ReceivedAt: inputs[1].at, Metadata: json.RawMessage(`{}`)},
 					{Seq: 1018, Role: "assistant", Content: json.RawMessage(`[{"type":"text","text":"hello"}]`), ReceivedAt: inputs[3].at, Metadata: json.RawMessage(`{}`)},
@@ -117,13 +126,25 @@ func TestEncodeBatch(t *testing.T) {
 
 			// The wire form, field by field.
 			top := fields(t, raw)
-			for _, k := range []string{"batch_id", "source", "user_id", "device_id", "agent_id", "reason", "fencing_token", "create_time", "message_count", "roles", "messages"} {
+			keys := []string{"batch_id", "object_id", "source", "content_format", "user_id", "device_id", "agent_id", "reason",
+				"fencing_token", "create_time", "message_count", "roles", "content_text", "additional_info", "messages"}
+			for _, k := range keys {
 				if _, ok := top[k]; !ok {
 					t.Errorf("batch has no %q", k)
 				}
 			}
-			if len(top) != 11 {
-				t.Errorf("batch has %d fields, want 11: %s", len(top), raw)
+			if len(top) != len(keys) {
+				t.Errorf("batch has %d fields, want %d: %s", len(top), len(keys), raw)
+			}
+			if cv.conv.Agent == chat.NotGiven && string(top["agent_id"]) != "null" {
+				t.Errorf("agent_id not given = %s, want null", top["agent_id"])
+			}
+			var text []chat.TextEntry
+			if err := json.Unmarshal([]byte(got.ContentText), &text); err != nil || len(text) != 4 {
+				t.Errorf("content_text is not a JSON array of 4 entries (%v): %s", err, got.ContentText)
+			}
+			if n := len(raw); n > chat.BatchOverhead(cv.conv)+sumCost(records) {
+				t.Errorf("batch is %d bytes, above BatchOverhead + costs = %d", n, chat.BatchOverhead(cv.conv)+sumCost(records))
 			}
 			for k, want := range map[string]string{
 				"source":        `"chat_log"`,
@@ -240,5 +261,74 @@ func TestEncodeBatchLargeTokenExact(t *testing.T) {
 	}
 	if got := string(top["batch_id"]); got != `"alice:phone:bot#9007199254740993"` {
 		t.Errorf("batch_id = %s", got)
+	}
+}
+
+func sumCost(rs []chat.Record) int {
+	n := 0
+	for _, r := range rs {
+		n += r.Cost
+	}
+	return n
+}
+
+// The byte bound holds for every record shape that stresses escaping, and
+// WorstBatchBytes bounds a batch of one message of the largest body for the
+// conversations with the longest escaped ids.
+func TestBatchBytesBound(t *testing.T) {
+	bodies := []string{
+		`{"role":"user","content":"x"}`,
+		`{"role":"user","content":"` + strings.Repeat(`\"`, 2000) + `","timestamp":"2025-11-26T10:59:59.123456789+01:00"}`,
+		`{"role":"tool","content":[` + strings.Repeat(`{"t":"\n"},`+"\n\t", 300) + `{}],"metadata":{"a":"` + strings.Repeat("é", 500) + `"}}`,
+		`{"role":"assistant","content":"` + strings.Repeat(`<&>\u0001`, 400) + `","message_id":"` + strings.Repeat(`\"`, 64) + `"}`,
+	}
+	convs := []chat.Conversation{
+		alice,
+		{User: strings.Repeat("%", 128), Device: strings.Repeat(`"`, 128), Agent: chat.NotGiven},
+		{User: strings.Repeat(`\\`, 64), Device: strings.Repeat("é", 64), Agent: strings.Repeat(":", 128)},
+	}
+	for _, c := range convs {
+		var records []chat.Record
+		for i, body := range bodies {
+			m, err := chat.Decode([]byte(body), c, 0)
+			if err != nil {
+				t.Fatalf("Decode(%.60s): %v", body, err)
+			}
+			r := mustRecord(t, m, uint64(i+1), time.UnixMilli(int64(i)))
+			if r.Cost > chat.MaxRecordCost(len(body)) {
+				t.Errorf("record of a %d-byte body costs %d, above MaxRecordCost %d", len(body), r.Cost, chat.MaxRecordCost(len(body)))
+			}
+			records = append(records, r)
+			one := chat.EncodeBatch(c, 1<<63-1, chat.TriggerManual, time.Now(), []chat.Record{r})
+			if len(one) > chat.WorstBatchBytes(len(body)) {
+				t.Errorf("batch of one %d-byte body is %d bytes, above WorstBatchBytes %d", len(body), len(one), chat.WorstBatchBytes(len(body)))
+			}
+			if !json.Valid(one) {
+				t.Fatalf("batch is not valid JSON: %.200s", one)
+			}
+		}
+		raw := chat.EncodeBatch(c, 1<<63-1, chat.TriggerManual, time.Now(), records)
+		if bound := chat.BatchOverhead(c) + sumCost(records); len(raw) > bound {
+			t.Errorf("%v: batch is %d bytes, above its bound %d", c, len(raw), bound)
+		}
+		var b chat.Batch
+		if err := json.Unmarshal(raw, &b); err != nil {
+			t.Fatalf("batch does not decode: %v", err)
+		}
+		var text []chat.TextEntry
+		if err := json.Unmarshal([]byte(b.ContentText), &text); err != nil || len(text) != len(bodies) {
+			t.Fatalf("content_text does not decode into %d entries: %v", len(bodies), err)
+		}
+		for i, e := range text {
+			if diff := jsonDiff(t, b.Messages[i].Content, e.Content); diff != "" {
+				t.Errorf("content_text[%d].content differs from messages[%d].content:\n%s", i, i, diff)
+			}
+			if e.Role != b.Messages[i].Role {
+				t.Errorf("content_text[%d].role = %q, want %q", i, e.Role, b.Messages[i].Role)
+			}
+		}
+		if b.Conversation() != c {
+			t.Errorf("batch conversation = %v, want %v", b.Conversation(), c)
+		}
 	}
 }

@@ -41,7 +41,7 @@ func BenchmarkNewRecord(b *testing.B) {
 	at := time.UnixMilli(1764151200123)
 	b.ReportAllocs()
 	for b.Loop() {
-		chat.NewRecord(&m, 1017, at)
+		chat.NewRecord(&m, 0, 1017, false, at)
 	}
 }
 
@@ -52,7 +52,7 @@ func BenchmarkEncodeBatch(b *testing.B) {
 	}
 	records := make([]chat.Record, 10)
 	for i := range records {
-		raw := chat.NewRecord(&m, uint64(1000+i), time.UnixMilli(1764151200123+int64(i)))
+		raw := chat.NewRecord(&m, 0, uint64(1000+i), false, time.UnixMilli(1764151200123+int64(i)))
 		if records[i], err = chat.ParseRecord(raw); err != nil {
 			b.Fatal(err)
 		}
@@ -83,7 +83,7 @@ func TestHotPathAllocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := time.UnixMilli(1764151200123)
-	if n := testing.AllocsPerRun(100, func() { chat.NewRecord(&m, 1017, at) }); n != 1 {
+	if n := testing.AllocsPerRun(100, func() { chat.NewRecord(&m, 0, 1017, false, at) }); n != 1 {
 		t.Errorf("NewRecord: %v allocations, want 1", n)
 	}
 	if n := testing.AllocsPerRun(100, func() { _, _ = chat.Decode(typicalBody, alice, 0) }); n > 3 {

@@ -64,7 +64,7 @@ func mustDecode(tb testing.TB, body string) chat.Message {
 // mustRecord builds and parses the record of m.
 func mustRecord(tb testing.TB, m chat.Message, seq uint64, at time.Time) chat.Record {
 	tb.Helper()
-	raw := chat.NewRecord(&m, seq, at)
+	raw := chat.NewRecord(&m, 0, seq, false, at)
 	r, err := chat.ParseRecord(raw)
 	if err != nil {
 		tb.Fatalf("ParseRecord(NewRecord(...)) = %v; record %q", err, raw)

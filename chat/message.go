@@ -54,8 +54,16 @@ func ReasonOf(err error) (Reason, bool) {
 	return "", false
 }
 
-// Roles a message may have.
-var roles = map[string]bool{"user": true, "assistant": true, "system": true, "tool": true}
+// Roles lists the roles a message may have: OpenAI's.
+var Roles = []string{"user", "assistant", "system", "tool", "developer", "function"}
+
+var roles = func() map[string]bool {
+	m := make(map[string]bool, len(Roles))
+	for _, r := range Roles {
+		m[r] = true
+	}
+	return m
+}()
 
 // Message is a validated chat message. Content and Metadata are the
 // producer's JSON, verbatim.

@@ -372,7 +372,7 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 		at := time.UnixMilli(1764151200123)
-		raw := chat.NewRecord(&m, 42, at)
+		raw := chat.NewRecord(&m, 0, 42, false, at)
 		r, err := chat.ParseRecord(raw)
 		if err != nil {
 			t.Fatalf("ParseRecord(%q): %v", raw, err)

@@ -2,7 +2,6 @@ package chat
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -11,32 +10,68 @@ import (
 
 // A Record is a buffered message as stored in Redis or in memory:
 //
-//	<received unix ms> SP <CHAT_IN seq> SP <role> SP <batch message JSON>
+//	<received ms> SP <epoch ms> SP <seq> SP <end 0|1> SP <cost> SP <json length> SP <role> SP <json><text>
 //
-// The header lets the buffer's Lua scripts read the receive time and the
-// flusher sort and summarise a batch without decoding JSON; the JSON part is
-// the message exactly as it appears in the batch, so building a batch is a
+// The header lets the buffer's Lua scripts order records, find their
+// receive time, end-of-batch mark and batch cost, and lets the flusher sort
+// and summarise a batch without decoding JSON. The JSON part is the message
+// exactly as it appears in the batch's "messages", and the text part its
+// entry of "content_text", already escaped: building a batch is a
 // concatenation.
 type Record struct {
 	ReceivedMS int64
-	Seq        uint64
+	Epoch      int64  // major order key: CHAT_IN's creation time, unix ms (0: unknown)
+	Seq        uint64 // minor order key: the CHAT_IN stream sequence
+	End        bool   // Chatbuf-End-Batch: the conversation's batch closes right after this message
+	Cost       int    // exact bytes this record adds to a batch's JSON, separators included
 	Role       string
-	JSON       []byte
+	JSON       []byte // the batch message object
+	Text       []byte // its content_text entry, escaped for use inside a JSON string
 }
 
-// NewRecord encodes m, the message with CHAT_IN sequence seq received at
-// receivedAt, as a record.
-func NewRecord(m *Message, seq uint64, receivedAt time.Time) []byte {
+// Less reports whether r comes before o in CHAT_IN order: by epoch, then by
+// stream sequence.
+func (r Record) Less(o Record) bool {
+	if r.Epoch != o.Epoch {
+		return r.Epoch < o.Epoch
+	}
+	return r.Seq < o.Seq
+}
+
+// recordCost is what a record with the given parts adds to a batch: its
+// message object and a comma in "messages", its text entry and ", " in
+// "content_text".
+func recordCost(jsonLen, textLen int) int { return jsonLen + 1 + textLen + 2 }
+
+// NewRecord encodes m, the message with CHAT_IN sequence seq in the stream
+// created at epoch (unix ms) received at receivedAt, as a record. end marks
+// a message that closes its conversation's batch.
+func NewRecord(m *Message, epoch int64, seq uint64, end bool, receivedAt time.Time) []byte {
 	ms := receivedAt.UnixMilli()
-	// Room for the header, the member names, the numbers and the stamp
-	// (about 180 bytes), so that a record is one allocation.
-	b := make([]byte, 0, 192+2*len(m.Role)+len(m.MessageID)+len(m.Timestamp)+len(m.Content)+len(m.Metadata))
+	size := len(m.MessageID) + len(m.Timestamp) + len(m.Content) + len(m.Metadata)
+	// Room for the header, the member names, the numbers and the stamps
+	// (about 300 bytes), the JSON and its escaped copy, so that a record is
+	// usually one allocation.
+	b := make([]byte, 0, 320+3*len(m.Role)+2*size+len(m.Content)/4)
 	b = strconv.AppendInt(b, ms, 10)
 	b = append(b, ' ')
-	b = strconv.AppendUint(b, seq, 10)
+	b = strconv.AppendInt(b, epoch, 10)
 	b = append(b, ' ')
+	b = strconv.AppendUint(b, seq, 10)
+	if end {
+		b = append(b, " 1 "...)
+	} else {
+		b = append(b, " 0 "...)
+	}
+	// The cost and the JSON length are known once the parts are written:
+	// they are written into fixed-width room and the record is shifted.
+	costAt := len(b)
+	b = append(b, "0000000000 0000000000 "...)
 	b = append(b, m.Role...)
-	b = append(b, ' ', '{')
+	b = append(b, ' ')
+
+	jsonAt := len(b)
+	b = append(b, '{')
 	if m.MessageID != "" {
 		b = append(b, `"message_id":`...)
 		b = appendString(b, m.MessageID)
@@ -53,55 +88,145 @@ func NewRecord(m *Message, seq uint64, receivedAt time.Time) []byte {
 		b = appendString(b, m.Timestamp)
 	}
 	b = append(b, `,"received_at":"`...)
+	stampAt := len(b)
 	b = appendStamp(b, ms)
+	stamp := len(b) - stampAt
 	b = append(b, `","metadata":`...)
 	if m.Metadata != nil {
 		b = append(b, m.Metadata...)
 	} else {
 		b = append(b, '{', '}')
 	}
-	return append(b, '}')
+	b = append(b, '}')
+	jsonLen := len(b) - jsonAt
+
+	// The content_text entry {"role": r, "content": c, "timestamp": t},
+	// written as the inside of a JSON string.
+	textAt := len(b)
+	b = append(b, `{\"role\": `...)
+	b = appendStringEscaped(b, m.Role)
+	b = append(b, `, \"content\": `...)
+	b = appendEscaped(b, m.Content)
+	b = append(b, `, \"timestamp\": `...)
+	if m.Timestamp != "" {
+		b = appendStringEscaped(b, m.Timestamp)
+	} else {
+		b = append(b, `\"`...)
+		b = append(b, b[stampAt:stampAt+stamp]...)
+		b = append(b, `\"`...)
+	}
+	b = append(b, '}')
+	textLen := len(b) - textAt
+
+	var room [22]byte
+	head := strconv.AppendInt(room[:0], int64(recordCost(jsonLen, textLen)), 10)
+	head = append(head, ' ')
+	head = strconv.AppendInt(head, int64(jsonLen), 10)
+	head = append(head, ' ')
+	// Close the gap between the written numbers and the role.
+	gap := 22 - len(head)
+	copy(b[costAt:], head)
+	copy(b[costAt+len(head):], b[costAt+22:])
+	return b[:len(b)-gap]
 }
 
-// ParseRecord decodes a record's header; JSON aliases b.
+// ParseRecord decodes a record's header; JSON and Text alias b.
 func ParseRecord(b []byte) (Record, error) {
 	var r Record
-	f1 := bytes.IndexByte(b, ' ')
-	if f1 < 0 {
-		return r, fmt.Errorf("chat: malformed record %.40q", b)
+	var f [6][]byte
+	rest := b
+	for i := range f {
+		sp := bytes.IndexByte(rest, ' ')
+		if sp < 0 {
+			return r, fmt.Errorf("chat: malformed record %.60q", b)
+		}
+		f[i], rest = rest[:sp], rest[sp+1:]
 	}
-	ms, err := strconv.ParseInt(string(b[:f1]), 10, 64)
-	if err != nil {
-		return r, fmt.Errorf("chat: malformed record time %.40q", b)
+	ms, err1 := strconv.ParseInt(string(f[0]), 10, 64)
+	epoch, err2 := strconv.ParseInt(string(f[1]), 10, 64)
+	seq, err3 := strconv.ParseUint(string(f[2]), 10, 64)
+	cost, err4 := strconv.Atoi(string(f[4]))
+	jsonLen, err5 := strconv.Atoi(string(f[5]))
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || err5 != nil || len(f[3]) != 1 || (f[3][0] != '0' && f[3][0] != '1') {
+		return r, fmt.Errorf("chat: malformed record header %.60q", b)
 	}
-	rest := b[f1+1:]
-	f2 := bytes.IndexByte(rest, ' ')
-	if f2 < 0 {
-		return r, fmt.Errorf("chat: malformed record %.40q", b)
+	sp := bytes.IndexByte(rest, ' ')
+	if sp < 0 || jsonLen < 2 || len(rest) < sp+1+jsonLen || rest[sp+1] != '{' {
+		return r, fmt.Errorf("chat: malformed record %.60q", b)
 	}
-	seq, err := strconv.ParseUint(string(rest[:f2]), 10, 64)
-	if err != nil {
-		return r, fmt.Errorf("chat: malformed record seq %.40q", b)
+	body := rest[sp+1:]
+	r = Record{ReceivedMS: ms, Epoch: epoch, Seq: seq, End: f[3][0] == '1', Cost: cost, Role: string(rest[:sp]),
+		JSON: body[:jsonLen:jsonLen], Text: body[jsonLen:]}
+	if recordCost(len(r.JSON), len(r.Text)) != cost {
+		return Record{}, fmt.Errorf("chat: malformed record: cost %d does not match its parts %.60q", cost, b)
 	}
-	rest = rest[f2+1:]
-	f3 := bytes.IndexByte(rest, ' ')
-	if f3 < 0 || len(rest) < f3+2 || rest[f3+1] != '{' {
-		return r, fmt.Errorf("chat: malformed record %.40q", b)
-	}
-	return Record{ReceivedMS: ms, Seq: seq, Role: string(rest[:f3]), JSON: rest[f3+1:]}, nil
+	return r, nil
 }
 
-// appendString appends s as a JSON string.
+// appendString appends s as a JSON string. Only what JSON requires is
+// escaped (quote, backslash, control characters), so a string decoded from
+// a message never grows when written again; s is valid UTF-8.
 func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
-			q, _ := json.Marshal(s) // a Go string always marshals
-			return append(b, q...)
-		}
-	}
 	b = append(b, '"')
-	b = append(b, s...)
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		b = appendEscapedByte(b, c)
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// appendEscaped appends JSON text j escaped as the inside of a JSON string.
+func appendEscaped(b []byte, j []byte) []byte {
+	start := 0
+	for i := 0; i < len(j); i++ {
+		c := j[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, j[start:i]...)
+		b = appendEscapedByte(b, c)
+		start = i + 1
+	}
+	return append(b, j[start:]...)
+}
+
+// appendStringEscaped appends s as a JSON string, itself escaped as the
+// inside of a JSON string.
+func appendStringEscaped(b []byte, s string) []byte {
+	b = append(b, '\\', '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			b = append(b, c)
+			continue
+		}
+		var tmp [6]byte
+		b = appendEscaped(b, appendEscapedByte(tmp[:0], c))
+	}
+	return append(b, '\\', '"')
+}
+
+func appendEscapedByte(b []byte, c byte) []byte {
+	switch c {
+	case '"', '\\':
+		return append(b, '\\', c)
+	case '\n':
+		return append(b, '\\', 'n')
+	case '\r':
+		return append(b, '\\', 'r')
+	case '\t':
+		return append(b, '\\', 't')
+	default:
+		const hex = "0123456789abcdef"
+		return append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+	}
 }
 
 // stamp is a receive time formatted for the batch JSON. A worker stamps a
@@ -113,12 +238,16 @@ type stamp struct {
 
 var lastStamp atomic.Pointer[stamp]
 
+// stampLayout is RFC 3339 in UTC with at most 6 fraction digits, which
+// Python's datetime reads.
+const stampLayout = "2006-01-02T15:04:05.999999Z07:00"
+
 // appendStamp appends ms as RFC 3339 in UTC.
 func appendStamp(b []byte, ms int64) []byte {
 	if s := lastStamp.Load(); s != nil && s.ms == ms {
 		return append(b, s.text...)
 	}
-	text := time.UnixMilli(ms).UTC().AppendFormat(nil, time.RFC3339Nano)
+	text := time.UnixMilli(ms).UTC().AppendFormat(nil, stampLayout)
 	lastStamp.Store(&stamp{ms: ms, text: text})
 	return append(b, text...)
 }

@@ -22,7 +22,8 @@ func TestNewRecord(t *testing.T) {
 			name: "minimal",
 			msg:  chat.Message{Role: "user", Content: json.RawMessage(`"hi"`)},
 			seq:  1017,
-			want: `1764151200123 1017 user {"seq":1017,"role":"user","content":"hi","received_at":"2025-11-26T10:00:00.123Z","metadata":{}}`,
+			want: `1764151200123 0 1017 0 185 96 user {"seq":1017,"role":"user","content":"hi","received_at":"2025-11-26T10:00:00.123Z","metadata":{}}` +
+				`{\"role\": \"user\", \"content\": \"hi\", \"timestamp\": \"2025-11-26T10:00:00.123Z\"}`,
 		},
 		{
 			name: "all fields",
@@ -30,19 +31,21 @@ func TestNewRecord(t *testing.T) {
 				Role: "assistant", Content: json.RawMessage(`[{"type":"text","text":"a b"}]`), MessageID: "m1",
 				Timestamp: "2026-11-26T11:00:00+01:00", Metadata: json.RawMessage(`{"n": 1.10}`),
 			},
-			seq:  7,
-			want: `1764151200123 7 assistant {"message_id":"m1","seq":7,"role":"assistant","content":[{"type":"text","text":"a b"}],"timestamp":"2026-11-26T11:00:00+01:00","received_at":"2025-11-26T10:00:00.123Z","metadata":{"n": 1.10}}`,
+			seq: 7,
+			want: `1764151200123 0 7 0 318 191 assistant {"message_id":"m1","seq":7,"role":"assistant","content":[{"type":"text","text":"a b"}],"timestamp":"2026-11-26T11:00:00+01:00","received_at":"2025-11-26T10:00:00.123Z","metadata":{"n": 1.10}}` +
+				`{\"role\": \"assistant\", \"content\": [{\"type\":\"text\",\"text\":\"a b\"}], \"timestamp\": \"2026-11-26T11:00:00+01:00\"}`,
 		},
 		{
 			name: "message_id that needs escaping",
 			msg:  chat.Message{Role: "tool", Content: json.RawMessage(`"x"`), MessageID: "q\"\\ü\n"},
 			seq:  1<<64 - 1,
-			want: `1764151200123 18446744073709551615 tool {"message_id":"q\"\\ü\n","seq":18446744073709551615,"role":"tool","content":"x","received_at":"2025-11-26T10:00:00.123Z","metadata":{}}`,
+			want: `1764151200123 0 18446744073709551615 0 224 136 tool {"message_id":"q\"\\ü\n","seq":18446744073709551615,"role":"tool","content":"x","received_at":"2025-11-26T10:00:00.123Z","metadata":{}}` +
+				`{\"role\": \"tool\", \"content\": \"x\", \"timestamp\": \"2025-11-26T10:00:00.123Z\"}`,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			raw := chat.NewRecord(&tt.msg, tt.seq, at)
+			raw := chat.NewRecord(&tt.msg, 0, tt.seq, false, at)
 			if string(raw) != tt.want {
 				t.Errorf("NewRecord =\n%s\nwant\n%s", raw, tt.want)
 			}
@@ -56,8 +59,14 @@ func TestNewRecord(t *testing.T) {
 			if !json.Valid(r.JSON) {
 				t.Errorf("JSON part is not valid JSON: %s", r.JSON)
 			}
-			if !bytes.HasSuffix(raw, r.JSON) {
-				t.Errorf("JSON part %q is not the record's tail", r.JSON)
+			if !bytes.HasSuffix(raw, append(r.JSON[:len(r.JSON):len(r.JSON)], r.Text...)) {
+				t.Errorf("JSON and text parts %q %q are not the record's tail", r.JSON, r.Text)
+			}
+			var entry chat.TextEntry
+			if err := json.Unmarshal([]byte(`"`+string(r.Text)+`"`), new(string)); err != nil {
+				t.Errorf("text part is not the inside of a JSON string: %v", err)
+			} else if s := unquote(t, r.Text); json.Unmarshal([]byte(s), &entry) != nil || entry.Role != tt.msg.Role {
+				t.Errorf("text part %q does not decode to an entry of role %q", s, tt.msg.Role)
 			}
 		})
 	}
@@ -84,15 +93,20 @@ func TestParseRecordRejects(t *testing.T) {
 		{"empty", ""},
 		{"no spaces", "123"},
 		{"time only", "123 "},
-		{"bad time", "x 1 user {}"},
-		{"time overflow", "99999999999999999999 1 user {}"},
-		{"no role field", "123 1"},
-		{"bad seq", "123 -1 user {}"},
-		{"seq overflow", "123 18446744073709551616 user {}"},
-		{"no JSON", "123 1 user"},
-		{"empty JSON", "123 1 user "},
-		{"JSON not an object", "123 1 user []"},
-		{"double space before JSON", "123 1 user  {}"},
+		{"old header", "123 1 user {}"},
+		{"bad time", "x 0 1 0 5 2 user {}"},
+		{"time overflow", "99999999999999999999 0 1 0 5 2 user {}"},
+		{"bad epoch", "1 x 1 0 5 2 user {}"},
+		{"no role field", "123 0 1 0 5 2"},
+		{"bad seq", "123 0 -1 0 5 2 user {}"},
+		{"seq overflow", "123 0 18446744073709551616 0 5 2 user {}"},
+		{"bad end flag", "123 0 1 2 5 2 user {}"},
+		{"cost not matching", "123 0 1 0 6 2 user {}"},
+		{"JSON longer than the record", "123 0 1 0 12 9 user {}"},
+		{"no JSON", "123 0 1 0 5 2 user"},
+		{"empty JSON", "123 0 1 0 3 0 user "},
+		{"JSON not an object", "123 0 1 0 5 2 user []"},
+		{"double space before JSON", "123 0 1 0 5 2 user  {}"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if r, err := chat.ParseRecord([]byte(tt.rec)); err == nil {
@@ -104,9 +118,10 @@ func TestParseRecordRejects(t *testing.T) {
 
 func FuzzParseRecord(f *testing.F) {
 	m := chat.Message{Role: "user", Content: json.RawMessage(`"hi"`), MessageID: "m1", Metadata: json.RawMessage(`{"a":1}`)}
-	f.Add(chat.NewRecord(&m, 42, time.UnixMilli(1764151200123)))
-	f.Add(chat.NewRecord(&chat.Message{Role: "tool", Content: json.RawMessage(`[]`)}, 1<<64-1, time.UnixMilli(-1)))
-	for _, s := range []string{"", " ", "   ", "1 2 3 {", "1 2  {", "-1 0 x {}", "+1 +2 r {}", "1 2 r{}", strings.Repeat("9", 40) + " 1 r {}"} {
+	f.Add(chat.NewRecord(&m, 0, 42, false, time.UnixMilli(1764151200123)))
+	f.Add(chat.NewRecord(&chat.Message{Role: "tool", Content: json.RawMessage(`[]`)}, 0, 1<<64-1, false, time.UnixMilli(-1)))
+	for _, s := range []string{"", " ", "   ", "1 2 3 {", "1 2  {", "-1 0 x {}", "+1 +2 r {}", "1 2 r{}", strings.Repeat("9", 40) + " 1 r {}",
+		"1 0 1 0 5 2 r {}", "1 0 1 1 7 2 r {}ab", "-1 -1 1 0 5 2 r {}"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -117,16 +132,20 @@ func FuzzParseRecord(f *testing.F) {
 		if len(r.JSON) == 0 || r.JSON[0] != '{' {
 			t.Fatalf("ParseRecord(%q): JSON part %q does not start with {", b, r.JSON)
 		}
-		if !bytes.HasSuffix(b, r.JSON) {
-			t.Fatalf("ParseRecord(%q): JSON part %q is not the record's tail", b, r.JSON)
+		tail := append(r.JSON[:len(r.JSON):len(r.JSON)], r.Text...)
+		if !bytes.HasSuffix(b, tail) {
+			t.Fatalf("ParseRecord(%q): JSON and text parts %q are not the record's tail", b, tail)
 		}
 		if strings.Contains(r.Role, " ") {
 			t.Fatalf("ParseRecord(%q): role %q holds a space", b, r.Role)
 		}
-		// The header fields are the three space-separated tokens in front.
-		header := b[:len(b)-len(r.JSON)]
-		if got := bytes.Count(header, []byte(" ")); got != 3 {
-			t.Fatalf("ParseRecord(%q): header %q has %d spaces, want 3", b, header, got)
+		if r.Cost != len(r.JSON)+len(r.Text)+3 {
+			t.Fatalf("ParseRecord(%q): cost %d, parts %d and %d", b, r.Cost, len(r.JSON), len(r.Text))
+		}
+		// The header fields are the seven space-separated tokens in front.
+		header := b[:len(b)-len(tail)]
+		if got := bytes.Count(header, []byte(" ")); got != 7 {
+			t.Fatalf("ParseRecord(%q): header %q has %d spaces, want 7", b, header, got)
 		}
 	})
 }
@@ -138,7 +157,7 @@ func TestNewRecordReceivedAtInterleaved(t *testing.T) {
 	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i, ms := range []int64{0, 1, 1, 0, 999, 1000, 0} {
 		at := base.Add(time.Duration(ms) * time.Millisecond)
-		r, err := chat.ParseRecord(chat.NewRecord(&m, uint64(i), at))
+		r, err := chat.ParseRecord(chat.NewRecord(&m, 0, uint64(i), false, at))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,6 +169,47 @@ func TestNewRecordReceivedAtInterleaved(t *testing.T) {
 		}
 		if want := at.Format(time.RFC3339Nano); got.ReceivedAt != want {
 			t.Errorf("record %d: received_at %q, want %q", i, got.ReceivedAt, want)
+		}
+	}
+}
+
+// unquote reads a record's text part as the JSON string it is the inside of.
+func unquote(tb testing.TB, text []byte) string {
+	tb.Helper()
+	var s string
+	if err := json.Unmarshal([]byte(`"`+string(text)+`"`), &s); err != nil {
+		tb.Fatalf("text part %q: %v", text, err)
+	}
+	return s
+}
+
+func TestRecordOrderAndEnd(t *testing.T) {
+	m := chat.Message{Role: "user", Content: json.RawMessage(`"hi"`)}
+	at := time.UnixMilli(1764151200123)
+	parse := func(epoch int64, seq uint64, end bool) chat.Record {
+		r, err := chat.ParseRecord(chat.NewRecord(&m, epoch, seq, end, at))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := parse(1764000000000, 7, true); r.Epoch != 1764000000000 || r.Seq != 7 || !r.End {
+		t.Errorf("header = epoch %d seq %d end %v, want 1764000000000 7 true", r.Epoch, r.Seq, r.End)
+	}
+	if parse(5, 7, false).End {
+		t.Error("end flag set on a record made without it")
+	}
+	for _, tt := range []struct {
+		a, b chat.Record
+		less bool
+	}{
+		{parse(1, 9, false), parse(2, 1, false), true}, // a recreated stream comes after
+		{parse(2, 1, false), parse(1, 9, false), false},
+		{parse(1, 1, false), parse(1, 2, false), true},
+		{parse(1, 2, false), parse(1, 2, false), false},
+	} {
+		if got := tt.a.Less(tt.b); got != tt.less {
+			t.Errorf("(%d,%d).Less(%d,%d) = %v, want %v", tt.a.Epoch, tt.a.Seq, tt.b.Epoch, tt.b.Seq, got, tt.less)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package verify
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -9,10 +11,10 @@ import (
 )
 
 // batchProblems returns how one batch breaks the contract on its own:
-// msgID is its Nats-Msg-Id header, conv the conversation of its subject.
-// Rules that span batches (unique batch_id, increasing fencing_token) are
-// Check's.
-func batchProblems(b *chat.Batch, msgID string, conv chat.Conversation, bufferSize int) []string {
+// raw is its JSON, msgID its Nats-Msg-Id header, conv the conversation of
+// its subject. Rules that span batches (unique batch_id, increasing
+// fencing_token) are Check's.
+func batchProblems(raw []byte, b *chat.Batch, msgID string, conv chat.Conversation, bufferSize int) []string {
 	var ps []string
 	add := func(format string, args ...any) { ps = append(ps, fmt.Sprintf(format, args...)) }
 
@@ -25,11 +27,18 @@ func batchProblems(b *chat.Batch, msgID string, conv chat.Conversation, bufferSi
 	if b.Source != "chat_log" {
 		add("source %q, want \"chat_log\"", b.Source)
 	}
+	if b.ObjectID != b.BatchID {
+		add("object_id %q differs from batch_id", b.ObjectID)
+	}
+	if b.ContentFormat != "text" {
+		add("content_format %q, want \"text\"", b.ContentFormat)
+	}
+	ps = append(ps, idProblems(raw)...)
 	if got := (chat.Conversation{User: b.UserID, Device: b.DeviceID, Agent: b.AgentID}); got != conv {
 		add("ids %q/%q/%q differ from the subject's %q/%q/%q", got.User, got.Device, got.Agent, conv.User, conv.Device, conv.Agent)
 	}
 	if !b.Reason.Valid() {
-		add("reason %q, want size, age or manual", b.Reason)
+		add("reason %q, want one of %q", b.Reason, chat.Triggers)
 	}
 	n := len(b.Messages)
 	switch {
@@ -45,6 +54,11 @@ func batchProblems(b *chat.Batch, msgID string, conv chat.Conversation, bufferSi
 	if want := roles(b.Messages); !slices.Equal(b.Roles, want) {
 		add("roles %q, want %q", b.Roles, want)
 	}
+	if info := b.AdditionalInfo; info.MessageCount != b.MessageCount || !slices.Equal(info.Roles, b.Roles) ||
+		info.BatchID != b.BatchID || info.Reason != b.Reason || info.FencingToken != b.FencingToken {
+		add("additional_info %+v differs from the batch's own fields", info)
+	}
+	ps = append(ps, textProblems(b)...)
 	if problem := utcTime(b.CreateTime); problem != "" {
 		add("create_time %s", problem)
 	}
@@ -57,6 +71,53 @@ func batchProblems(b *chat.Batch, msgID string, conv chat.Conversation, bufferSi
 		}
 	}
 	return ps
+}
+
+// idProblems checks that ids not given ("_") are written as null.
+func idProblems(raw []byte) []string {
+	var ids map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &ids); err != nil {
+		return []string{"not a JSON object: " + err.Error()}
+	}
+	var ps []string
+	for _, k := range []string{"user_id", "device_id", "agent_id"} {
+		if v, ok := ids[k]; !ok {
+			ps = append(ps, k+" is missing")
+		} else if bytes.Equal(v, []byte(`"`+chat.NotGiven+`"`)) {
+			ps = append(ps, k+` is "_", want null for an id not given`)
+		}
+	}
+	return ps
+}
+
+// textProblems checks content_text against the messages: one entry per
+// message, in order, with its role, content and timestamp (the client's, or
+// else received_at).
+func textProblems(b *chat.Batch) []string {
+	var text []chat.TextEntry
+	if err := json.Unmarshal([]byte(b.ContentText), &text); err != nil {
+		return []string{"content_text is not a JSON array of {role, content, timestamp}: " + err.Error()}
+	}
+	if len(text) != len(b.Messages) {
+		return []string{fmt.Sprintf("content_text has %d entries for %d messages", len(text), len(b.Messages))}
+	}
+	for i, e := range text {
+		m := b.Messages[i]
+		ts := m.Timestamp
+		if ts == "" {
+			ts = m.ReceivedAt.UTC().Format("2006-01-02T15:04:05.999999Z07:00")
+		}
+		if e.Role != m.Role || !jsonEqual(e.Content, m.Content) || e.Timestamp != ts {
+			return []string{fmt.Sprintf("content_text[%d] differs from message seq %d", i, m.Seq)}
+		}
+	}
+	return nil
+}
+
+// jsonEqual reports whether a and b are the same JSON value.
+func jsonEqual(a, b json.RawMessage) bool {
+	var x, y bytes.Buffer
+	return json.Compact(&x, a) == nil && json.Compact(&y, b) == nil && bytes.Equal(x.Bytes(), y.Bytes())
 }
 
 // roles returns the distinct roles of ms, sorted.

@@ -287,7 +287,7 @@ func (c *checker) batch(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 	}
 	where = fmt.Sprintf("batch %q (%s)", b.BatchID, where)
 
-	problems := batchProblems(&b, msg.Headers().Get(jetstream.MsgIDHeader), conv, c.opts.BufferSize)
+	problems := batchProblems(msg.Data(), &b, msg.Headers().Get(jetstream.MsgIDHeader), conv, c.opts.BufferSize)
 	id := identity(&b)
 	switch prev, ok := c.batches[b.BatchID]; {
 	case ok && prev == id:

@@ -90,6 +90,9 @@ func TestCheck(t *testing.T) {
 			f.sendN(2, true)
 			data := edit(f.t, f.encode(0, 1, manual, 0, 1), func(b map[string]any) {
 				b["source"] = "x"
+				b["object_id"] = "other"
+				b["content_format"] = "md"
+				b["device_id"] = "_"
 				b["user_id"] = "someone"
 				b["message_count"] = 3
 				b["roles"] = []string{"user", "assistant"}
@@ -106,9 +109,15 @@ func TestCheck(t *testing.T) {
 				Problems: []string{
 					where + `Nats-Msg-Id "wrong" differs from batch_id`,
 					where + `source "x", want "chat_log"`,
-					where + fmt.Sprintf("ids %q/\"d\"/\"a\" differ from the subject's %q/\"d\"/\"a\"", "someone", f.convs[0].User),
+					where + `object_id "other" differs from batch_id`,
+					where + `content_format "md", want "text"`,
+					where + `device_id is "_", want null for an id not given`,
+					where + fmt.Sprintf("ids %q/\"_\"/\"a\" differ from the subject's %q/\"d\"/\"a\"", "someone", f.convs[0].User),
 					where + "message_count 3, but 2 messages",
 					where + `roles ["user" "assistant"], want ["assistant" "user"]`,
+					where + fmt.Sprintf("additional_info %+v differs from the batch's own fields", chat.AdditionalInfo{MessageCount: 2,
+						Roles: []string{"assistant", "user"}, BatchID: chat.BatchID(f.convs[0], 1), Reason: manual, FencingToken: 1}),
+					where + fmt.Sprintf("content_text[1] differs from message seq %d", f.sent[1].Seq),
 					where + "create_time 2026-01-02T03:04:05+02:00 is not in UTC",
 					where + fmt.Sprintf("message seq %d: received_at is missing", f.sent[1].Seq),
 					where + fmt.Sprintf("message %s: message_id \"\", published with %q", f.rec.Marker(1), f.sent[1].MessageID),
@@ -184,6 +193,13 @@ func TestCheck(t *testing.T) {
 			f.publish(0, chat.BatchID(f.convs[0], 3), edit(f.t, f.encode(0, 3, manual, 4, 5), func(b map[string]any) {
 				ms := b["messages"].([]any)
 				slices.Reverse(ms)
+				var text []any
+				if err := json.Unmarshal([]byte(b["content_text"].(string)), &text); err != nil {
+					f.t.Fatal(err)
+				}
+				slices.Reverse(text)
+				reversed, _ := json.Marshal(text)
+				b["content_text"] = string(reversed)
 			}))
 		},
 		want: func(f *fixture) Report {

@@ -109,7 +109,7 @@ func (f *fixture) encode(conv int, token int64, reason chat.Trigger, ns ...int) 
 	f.t.Helper()
 	records := make([]chat.Record, len(ns))
 	for i, n := range ns {
-		r, err := chat.ParseRecord(chat.NewRecord(&f.msgs[n], f.sent[n].Seq, time.Now()))
+		r, err := chat.ParseRecord(chat.NewRecord(&f.msgs[n], 0, f.sent[n].Seq, false, time.Now()))
 		if err != nil {
 			f.t.Fatal(err)
 		}

@@ -59,7 +59,7 @@ func startWorker(t *testing.T, e *env, bufferSize int) {
 			t.Errorf("worker: %v", err)
 			return
 		}
-		r, err := chat.ParseRecord(chat.NewRecord(&msg, meta.Sequence.Stream, time.Now()))
+		r, err := chat.ParseRecord(chat.NewRecord(&msg, 0, meta.Sequence.Stream, false, time.Now()))
 		if err != nil {
 			t.Errorf("worker: %v", err)
 			return

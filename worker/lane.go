@@ -64,7 +64,7 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 			w.deadLetter(ctx, msg, seq, reason, err)
 			continue
 		}
-		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(seq), Record: chat.NewRecord(&m, seq, now),
+		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(seq), Record: chat.NewRecord(&m, 0, seq, false, now),
 			Redelivered: meta.NumDelivered > 1})
 		owners = append(owners, pending{msg: msg, seq: seq, tries: meta.NumDelivered})
 	}
