@@ -47,6 +47,7 @@ type memConv struct {
 	batch    int64
 	reason   chat.Trigger
 	created  int64
+	refused  int64 // first refusal of the in-flight batch, ms (0: none)
 	pos      uint64
 	seen     map[string]int64 // dedupe key -> first seen, ms
 	seenLog  []seenEntry      // dedupe keys in the order seen, for expiry
@@ -230,7 +231,7 @@ func (m *Memory) commit(ctx context.Context, c chat.Conversation, fence, token i
 		return 0, nil, ErrNoBatch
 	}
 	released = s.inKeys
-	s.inflight, s.inKeys, s.batch, s.reason, s.created = nil, nil, 0, "", 0
+	s.inflight, s.inKeys, s.batch, s.reason, s.created, s.refused = nil, nil, 0, "", 0, 0
 	s.pos = pos
 	if len(s.buffer) == 0 {
 		m.removeDue(s)
@@ -423,7 +424,7 @@ func (m *Memory) Unclaim(c chat.Conversation) {
 	}
 	s.buffer = append(s.inflight, s.buffer...)
 	s.keys = append(s.inKeys, s.keys...)
-	s.inflight, s.inKeys, s.batch, s.reason, s.created = nil, nil, 0, "", 0
+	s.inflight, s.inKeys, s.batch, s.reason, s.created, s.refused = nil, nil, 0, "", 0, 0
 	m.fixDue(s)
 }
 
@@ -488,4 +489,24 @@ func (m *Memory) Retoken(ctx context.Context, c chat.Conversation, fence, token,
 	s.ctr = max(nextToken(s.ctr, m.cfg.Now()), above+1)
 	s.batch = s.ctr
 	return s.ctr, nil
+}
+
+// Refused implements Store.
+func (m *Memory) Refused(ctx context.Context, c chat.Conversation, fence, token int64, at time.Time) (time.Time, error) {
+	if err := m.lock(ctx); err != nil {
+		return time.Time{}, err
+	}
+	defer m.unlock()
+	s := m.conv(c)
+	defer m.forget(s)
+	switch {
+	case fence != s.fence:
+		return time.Time{}, ErrFenced
+	case len(s.inflight) == 0 || s.batch != token:
+		return time.Time{}, ErrNoBatch
+	}
+	if s.refused == 0 {
+		s.refused = at.UnixMilli()
+	}
+	return time.UnixMilli(s.refused), nil
 }

@@ -482,6 +482,10 @@ func isNoScript(err error) bool {
 // Output: {-1} fenced; {0} nothing to claim;
 // {1 new | 2 resumed, token, reason, created ms, pos, records...}
 // Time complexity: O(k) for a batch of k messages.
+//
+// An in-flight batch holds acked messages: it has no TTL, and neither has
+// the meta hash (its fence and token) while a batch is in flight; commit
+// gives the meta hash its TTL back.
 var claimScript = redis.NewScript(`
 local m = redis.call('HMGET', KEYS[3], 'fence', 'pos', 'ctr', 'batch', 'reason', 'created')
 local fence = tonumber(ARGV[1])
@@ -491,6 +495,8 @@ if fence > seen then redis.call('HSET', KEYS[3], 'fence', ARGV[1]) end
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
 local code, token, reason, created, recs
 if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('PERSIST', KEYS[2])
+  redis.call('PERSIST', KEYS[3])
   code, token, reason, created = 2, m[4], m[5], m[6]
   recs = redis.call('LRANGE', KEYS[2], 0, -1)
 else
@@ -511,10 +517,10 @@ else
   for i = 1, k, 1000 do
     redis.call('RPUSH', KEYS[2], unpack(recs, i, math.min(i + 999, k)))
   end
-  redis.call('PEXPIRE', KEYS[2], ARGV[7])
   token = string.format('%d', math.max(tonumber(m[3] or '0') + 1, tonumber(ARGV[9])))
   code, reason, created = 1, ARGV[5], ARGV[6]
   redis.call('HSET', KEYS[3], 'ctr', token, 'batch', token, 'reason', reason, 'created', created)
+  redis.call('PERSIST', KEYS[3])
 end
 local out = {code, token, reason, created, m[2] or '0'}
 for i = 1, #recs do out[i + 5] = recs[i] end
@@ -637,6 +643,7 @@ func parseClaim(resumed bool, v []any) (Batch, error) {
 // ARGV[2] -> token
 // ARGV[3] -> sink position of the batch
 // ARGV[4] -> the conversation's tag
+// ARGV[5] -> TTL of the meta hash once no batch is in flight, ms
 //
 // Output: -1 fenced; -2 no such batch in flight; else the buffer's length.
 // Time complexity: O(k + log n) for a batch of k messages, n due conversations.
@@ -645,8 +652,9 @@ local m = redis.call('HMGET', KEYS[2], 'fence', 'batch')
 if m[1] ~= ARGV[1] then return -1 end
 if m[2] ~= ARGV[2] then return -2 end
 redis.call('DEL', KEYS[1])
-redis.call('HDEL', KEYS[2], 'batch', 'reason', 'created')
+redis.call('HDEL', KEYS[2], 'batch', 'reason', 'created', 'refused')
 redis.call('HSET', KEYS[2], 'pos', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
 local n = redis.call('LLEN', KEYS[3])
 if n == 0 then
   redis.call('ZREM', KEYS[4], ARGV[4])
@@ -665,7 +673,7 @@ func (r *Redis) Commit(ctx context.Context, c chat.Conversation, fence, token in
 
 func (r *Redis) commitArgs(q CommitReq) ([]string, []any) {
 	return []string{r.keys.Inflight(q.Conv), r.keys.Meta(q.Conv), r.keys.Buffer(q.Conv), r.dueKey(q.Conv)},
-		[]any{q.Fence, q.Token, strconv.FormatUint(q.Pos, 10), q.Conv.Tag()}
+		[]any{q.Fence, q.Token, strconv.FormatUint(q.Pos, 10), q.Conv.Tag(), r.cfg.TTL.Milliseconds()}
 }
 
 func commitResult(c chat.Conversation, n int64, err error) (int64, error) {
@@ -737,6 +745,34 @@ return tonumber(token)
 func (r *Redis) Retoken(ctx context.Context, c chat.Conversation, fence, token, above int64) (int64, error) {
 	n, err := retokenScript.Run(ctx, r.rdb, []string{r.keys.Meta(c)}, fence, token, above, r.cfg.Now().UnixMicro()).Int64()
 	return commitResult(c, n, err)
+}
+
+// refusedScript records the first refusal of the in-flight batch.
+//
+// KEYS[1] -> meta (HASH)
+// ARGV[1] -> fence
+// ARGV[2] -> the batch's token
+// ARGV[3] -> now, ms
+//
+// Output: -1 fenced; -2 no such batch in flight; else the time of the
+// batch's first recorded refusal, ms.
+// Time complexity: O(1).
+var refusedScript = redis.NewScript(`
+local m = redis.call('HMGET', KEYS[1], 'fence', 'batch', 'refused')
+if m[1] ~= ARGV[1] then return -1 end
+if m[2] ~= ARGV[2] then return -2 end
+if m[3] then return tonumber(m[3]) end
+redis.call('HSET', KEYS[1], 'refused', ARGV[3])
+return tonumber(ARGV[3])
+`)
+
+// Refused implements Store.
+func (r *Redis) Refused(ctx context.Context, c chat.Conversation, fence, token int64, at time.Time) (time.Time, error) {
+	n, err := refusedScript.Run(ctx, r.rdb, []string{r.keys.Meta(c)}, fence, token, at.UnixMilli()).Int64()
+	if n, err = commitResult(c, n, err); err != nil {
+		return time.Time{}, err
+	}
+	return time.UnixMilli(n), nil
 }
 
 // Due implements Store: one ZRANGE BYSCORE, O(log n + limit); on a cluster,

@@ -5,7 +5,9 @@
 //
 // A message moves buffer -> in-flight -> gone: Append adds it, Claim moves up
 // to a batch of messages into the in-flight batch and gives the batch its
-// token, Commit deletes the in-flight batch once it was published. A flusher
+// token, Commit deletes the in-flight batch once it was published (or
+// dead-lettered whole). An in-flight batch never expires: its messages were
+// acked long ago, so it lives until it is committed. A flusher
 // that dies between Claim and Commit leaves the in-flight batch in place; the
 // next Claim returns that same batch, so it is published again under the same
 // id and nothing is lost.
@@ -133,6 +135,13 @@ type Store interface {
 	// the sink refused because it holds a later one. ErrFenced and
 	// ErrNoBatch as for Commit.
 	Retoken(ctx context.Context, c chat.Conversation, fence, token, above int64) (int64, error)
+	// Refused records that the sink refused the in-flight batch with the
+	// given token at time at, unless a refusal of that batch is recorded
+	// already, and returns the time of its first recorded refusal. The
+	// record lives with the batch (it moves between workers and survives
+	// their restarts) and ends with its Commit. ErrFenced and ErrNoBatch as
+	// for Commit.
+	Refused(ctx context.Context, c chat.Conversation, fence, token int64, at time.Time) (since time.Time, err error)
 	// Due returns up to limit conversations whose oldest buffered or
 	// in-flight message was received before t, oldest first.
 	Due(ctx context.Context, before time.Time, limit int) ([]chat.Conversation, error)

@@ -67,6 +67,11 @@ type Sink interface {
 type Hooks struct {
 	Batch func(reason chat.Trigger, messages int, d time.Duration)
 	Error func(stage string, err error)
+	// Refused: the sink refused a batch (not a stale one), with the kind of
+	// refusal (RefusedError.Kind).
+	Refused func(kind string)
+	// Rejected: a batch of this many messages went to the Rejecter.
+	Rejected func(messages int)
 }
 
 // Config tunes a Flusher. Zero values mean the defaults.
@@ -74,9 +79,23 @@ type Config struct {
 	BatchSize  int           // CHAT_BUFFER_SIZE: messages per batch
 	MaxAge     time.Duration // CHAT_FLUSH_MAX_AGE: a buffer older than this is flushed
 	LockExpiry time.Duration // the Locker's expiry; the lock is extended every third of it
-	Now        func() time.Time
-	Logger     *slog.Logger
-	Hooks      Hooks
+	// MaxBatchBytes (CHAT_BATCH_MAX_BYTES) is the ceiling of a batch's JSON;
+	// 0: none.
+	MaxBatchBytes int
+	// RejectAfter is how long the sink may refuse a batch before it goes to
+	// Rejecter whole (DefaultRejectAfter when zero). It counts from the
+	// batch's first refusal, recorded in the store.
+	RejectAfter time.Duration
+	// Rejecter takes batches refused past RejectAfter; nil: they are retried
+	// forever.
+	Rejecter Rejecter
+	// RetryMin and RetryMax bound the backoff between tries of a refused
+	// batch (DefaultRetryMin, DefaultRetryMax when zero).
+	RetryMin time.Duration
+	RetryMax time.Duration
+	Now      func() time.Time
+	Logger   *slog.Logger
+	Hooks    Hooks
 }
 
 func (c Config) withDefaults() Config {
@@ -89,6 +108,16 @@ func (c Config) withDefaults() Config {
 	if c.LockExpiry <= 0 {
 		c.LockExpiry = locking.DefaultExpiry
 	}
+	if c.RejectAfter <= 0 {
+		c.RejectAfter = DefaultRejectAfter
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = DefaultRetryMin
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = DefaultRetryMax
+	}
+	c.RetryMax = max(c.RetryMax, c.RetryMin)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -104,6 +133,8 @@ type Flusher struct {
 	locker locking.Locker
 	sink   Sink
 	cfg    Config
+
+	refused refusals
 }
 
 // New returns a Flusher.
@@ -114,9 +145,11 @@ func New(store buffer.Store, locker locking.Locker, sink Sink, cfg Config) *Flus
 // Config returns the flusher's configuration with defaults applied.
 func (f *Flusher) Config() Config { return f.cfg }
 
-// Result lists the batches one Flush published.
+// Result lists the batches one Flush published, and those it handed to the
+// Rejecter.
 type Result struct {
 	BatchIDs []string
+	Rejected []string
 }
 
 // Flush flushes conversation c for the given reason:
@@ -127,7 +160,10 @@ type Result struct {
 // An in-flight batch left by a flusher that died is published first, under
 // its own id. It returns locking.ErrBusy when another flusher holds the
 // conversation. On error, a claimed but unpublished batch stays in flight
-// for the next Flush: nothing is lost, nothing published twice.
+// for the next Flush: nothing is lost, nothing published twice. A batch the
+// sink refused is tried again with backoff: until its next try is due,
+// Flush returns ErrBackoff; once it has been refused for RejectAfter it goes
+// to the Rejecter and is committed.
 func (f *Flusher) Flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) (Result, error) {
 	return f.flush(ctx, c, f.want(reason))
 }
@@ -140,6 +176,9 @@ func (f *Flusher) Finish(ctx context.Context, c chat.Conversation) (Result, erro
 
 func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Want) (Result, error) {
 	var res Result
+	if err := f.backoffErr(c); err != nil {
+		return res, err
+	}
 	lock, err := f.locker.TryLock(ctx, c)
 	if err != nil {
 		return res, err
@@ -153,7 +192,7 @@ func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Wa
 	}()
 
 	for held.Err() == nil {
-		id, n, err := f.flushOne(held, c, lock.Fence(), want)
+		id, rejected, n, err := f.flushOne(held, c, lock.Fence(), want)
 		if err != nil {
 			if cause := context.Cause(held); errors.Is(cause, locking.ErrLost) {
 				err = fmt.Errorf("%w (%w)", err, cause)
@@ -163,7 +202,11 @@ func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Wa
 		if id == "" {
 			break
 		}
-		res.BatchIDs = append(res.BatchIDs, id)
+		if rejected {
+			res.Rejected = append(res.Rejected, id)
+		} else {
+			res.BatchIDs = append(res.BatchIDs, id)
+		}
 		if n < int64(want.Min) {
 			break // what is left would not be claimed: save the round trip
 		}
@@ -172,42 +215,58 @@ func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Wa
 }
 
 // flushOne claims, publishes and commits one batch. It returns the batch id
-// ("" when there was nothing to claim) and the buffer's remaining length.
-func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64, want buffer.Want) (string, int64, error) {
+// ("" when there was nothing to claim), whether the batch went to the
+// Rejecter instead of the sink, and the buffer's remaining length.
+func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64, want buffer.Want) (string, bool, int64, error) {
 	start := time.Now()
 	b, err := f.store.Claim(ctx, c, fence, want)
 	if err != nil {
 		f.hookError("claim", err)
-		return "", 0, err
+		return "", false, 0, err
 	}
 	if b.Token == 0 {
-		return "", 0, nil
+		f.refused.forget(c)
+		return "", false, 0, nil
 	}
 	out, err := f.out(c, b)
 	if err != nil {
 		f.hookError("claim", err)
-		return "", 0, err
+		return "", false, 0, err
 	}
 	log := f.cfg.Logger.With(logConv(c, slog.String("batch_id", out.ID))...)
 	if b.Resumed {
 		log.Info("flush: resuming a batch claimed by a flusher that did not finish", "reason", b.Reason, "messages", out.messages)
 	}
 	pos, err := f.publish(ctx, f.sink.Publish, fence, &out)
+	rejected := false
 	if err != nil {
 		f.hookError("publish", err)
-		return "", 0, fmt.Errorf("flush: publish %s: %w", out.ID, err)
+		if ctx.Err() != nil || errors.Is(err, ErrStale) {
+			return "", false, 0, fmt.Errorf("flush: publish %s: %w", out.ID, err)
+		}
+		if !f.refuse(ctx, c, fence, &out, err) {
+			return "", false, 0, fmt.Errorf("flush: publish %s: %w: %w", out.ID, ErrRefused, err)
+		}
+		// Dead-lettered whole: the conversation's last batch in the sink
+		// is still the one before.
+		rejected, pos = true, out.After
 	}
 	remaining, err := f.store.Commit(ctx, c, fence, out.Token, pos)
 	if err != nil {
 		f.hookError("commit", err)
-		return "", 0, fmt.Errorf("flush: commit %s: %w", out.ID, err)
+		return "", false, 0, fmt.Errorf("flush: commit %s: %w", out.ID, err)
 	}
+	if rejected {
+		f.refused.forget(c)
+		return out.ID, true, remaining, nil
+	}
+	f.published(c, out.ID)
 	d := time.Since(start)
 	log.Debug("flush: batch published", "reason", b.Reason, "messages", out.messages, "position", pos, "duration", d)
 	if f.cfg.Hooks.Batch != nil {
 		f.cfg.Hooks.Batch(b.Reason, out.messages, d)
 	}
-	return out.ID, remaining, nil
+	return out.ID, false, remaining, nil
 }
 
 // publish publishes out; when the sink already holds a later batch, the

@@ -29,8 +29,13 @@ const maxRounds = 4
 // and again while some still hold a full batch. It needs a ManyLocker, a
 // ManyStore and a ManySink, and otherwise flushes one conversation after
 // the other. It returns the conversations whose lock was busy, for a later
-// try.
+// try. Conversations whose refused batch waits for its next try (see Flush)
+// are skipped: the Sweeper tries them again when it is due.
 func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reason chat.Trigger) (Result, []chat.Conversation, error) {
+	convs = f.notWaiting(convs)
+	if len(convs) == 0 {
+		return Result{}, nil, nil
+	}
 	ml, ok1 := f.locker.(locking.ManyLocker)
 	ms, ok2 := f.store.(buffer.ManyStore)
 	mk, ok3 := f.sink.(ManySink)
@@ -92,6 +97,7 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 				continue
 			}
 			if b.Token == 0 {
+				f.refused.forget(held[i])
 				continue
 			}
 			out, err := f.out(held[i], b)
@@ -109,17 +115,27 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 		pos, perrs := mk.PublishMany(ctx, outs)
 		var commits []buffer.CommitReq
 		var cidx []int
+		rejected := map[int]bool{}
 		for j := range outs {
 			if errors.Is(perrs[j], ErrStale) {
 				pos[j], perrs[j] = f.publish(ctx, mk.Publish, fences[idx[j]], &outs[j])
 			}
 			out := outs[j]
+			i := idx[j]
 			if perrs[j] != nil {
 				f.hookError("publish", perrs[j])
-				errs = append(errs, fmt.Errorf("flush: publish %s: %w", out.ID, perrs[j]))
-				continue
+				if ctx.Err() != nil || errors.Is(perrs[j], ErrStale) {
+					errs = append(errs, fmt.Errorf("flush: publish %s: %w", out.ID, perrs[j]))
+					continue
+				}
+				if !f.refuse(ctx, held[i], fences[i], &outs[j], perrs[j]) {
+					errs = append(errs, fmt.Errorf("flush: publish %s: %w: %w", out.ID, ErrRefused, perrs[j]))
+					continue
+				}
+				// Dead-lettered whole: the sink's last batch of the
+				// conversation is still the one before.
+				rejected[j], pos[j] = true, out.After
 			}
-			i := idx[j]
 			commits = append(commits, buffer.CommitReq{Conv: held[i], Fence: fences[i], Token: out.Token, Pos: pos[j]})
 			cidx = append(cidx, j)
 		}
@@ -142,12 +158,18 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 				errs = append(errs, fmt.Errorf("flush: commit %s: %w", out.ID, merrs[k]))
 				continue
 			}
-			res.BatchIDs = append(res.BatchIDs, out.ID)
+			if rejected[cidx[k]] {
+				f.refused.forget(q.Conv)
+				res.Rejected = append(res.Rejected, out.ID)
+			} else {
+				f.published(q.Conv, out.ID)
+				res.BatchIDs = append(res.BatchIDs, out.ID)
+			}
 			if f.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
 				f.cfg.Logger.Debug("flush: batch published", logConv(q.Conv, slog.String("batch_id", out.ID),
 					slog.Any("reason", out.Reason), slog.Int("messages", out.messages), slog.Uint64("position", pos[cidx[k]]), slog.Duration("duration", d))...)
 			}
-			if f.cfg.Hooks.Batch != nil {
+			if f.cfg.Hooks.Batch != nil && !rejected[cidx[k]] {
 				f.cfg.Hooks.Batch(out.Reason, out.messages, d)
 			}
 			if left[k] >= int64(want.Min) {
@@ -164,6 +186,34 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 	return res, busy, errors.Join(errs...)
 }
 
+// notWaiting returns convs without those whose refused batch is not due for
+// a retry yet.
+func (f *Flusher) notWaiting(convs []chat.Conversation) []chat.Conversation {
+	f.refused.mu.Lock()
+	n := len(f.refused.m)
+	f.refused.mu.Unlock()
+	if n == 0 {
+		return convs
+	}
+	now := f.cfg.Now()
+	var out []chat.Conversation
+	for i, c := range convs {
+		if f.refused.waiting(c, now) > 0 {
+			if out == nil {
+				out = append(make([]chat.Conversation, 0, len(convs)), convs[:i]...)
+			}
+			continue
+		}
+		if out != nil {
+			out = append(out, c)
+		}
+	}
+	if out == nil {
+		return convs
+	}
+	return out
+}
+
 // flushEach is FlushMany without the bulk interfaces.
 func (f *Flusher) flushEach(ctx context.Context, convs []chat.Conversation, reason chat.Trigger) (Result, []chat.Conversation, error) {
 	var res Result
@@ -172,7 +222,9 @@ func (f *Flusher) flushEach(ctx context.Context, convs []chat.Conversation, reas
 	for _, c := range convs {
 		r, err := f.Flush(ctx, c, reason)
 		res.BatchIDs = append(res.BatchIDs, r.BatchIDs...)
+		res.Rejected = append(res.Rejected, r.Rejected...)
 		switch {
+		case errors.Is(err, ErrBackoff):
 		case errors.Is(err, locking.ErrBusy):
 			busy = append(busy, c)
 		case err != nil:

@@ -42,8 +42,9 @@ func (s *Sweeper) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
-				s.f.cfg.Logger.Warn("flush: sweep failed", slog.Any("error", err))
+			// Refused batches are logged where they are refused, rate-limited.
+			if _, err := s.Sweep(ctx); DropRefused(err) != nil && ctx.Err() == nil {
+				s.f.cfg.Logger.Warn("flush: sweep failed", slog.Any("error", DropRefused(err)))
 			}
 		}
 	}
@@ -58,10 +59,24 @@ const (
 
 // Sweep runs one pass: it flushes (reason age) each conversation that the
 // due index lists as older than MaxAge, skipping those another flusher
-// holds. It returns how many batches it published.
+// holds, and tries again the refused batches of this flusher whose backoff
+// has passed (an in-flight batch is listed in the due index too, but a
+// batch claimed by size is young). It returns how many batches it
+// published.
 func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	var n int
 	var errs []error
+	if retry := s.f.refused.due(s.f.cfg.Now(), s.limit); len(retry) > 0 {
+		for len(retry) > 0 && ctx.Err() == nil {
+			group := retry[:min(len(retry), sweepGroup)]
+			retry = retry[len(group):]
+			res, _, err := s.f.FlushMany(ctx, group, chat.TriggerAge)
+			n += len(res.BatchIDs)
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	// A full page means more may be due: take further pages, up to
 	// maxSweepPages, so that a large backlog of old buffers drains at more
 	// than one page per interval.

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/flush"
 )
 
 // Dead-letter headers.
@@ -86,4 +88,34 @@ func headerSize(h nats.Header) int {
 		}
 	}
 	return n
+}
+
+// ReasonBatchRejected is the dead-letter reason of a batch that CHAT_FLUSHED
+// refused for longer than the worker's persistent-refusal limit.
+const ReasonBatchRejected chat.Reason = "batch_rejected"
+
+// ErrDeadLetterTooLarge: a batch does not fit CHAT_DEAD whole (it is never
+// cut).
+var ErrDeadLetterTooLarge = errors.New("stream: batch too large for a dead letter")
+
+var _ flush.Rejecter = (*DeadLetters)(nil)
+
+// Reject implements flush.Rejecter: it publishes batch b, whole, to
+// <prefix>.dead.batch_rejected with Chatbuf-Subject = the subject it was
+// meant for and Nats-Msg-Id = dead-<batch_id>, and waits for the PubAck.
+// A batch that would not fit the server's max_payload with its headers is
+// not cut: Reject returns ErrDeadLetterTooLarge.
+func (d *DeadLetters) Reject(ctx context.Context, b flush.Out, cause error) error {
+	msg := &nats.Msg{Subject: d.cfg.Dead(ReasonBatchRejected), Header: nats.Header{}, Data: b.Data}
+	msg.Header.Set(HeaderReason, string(ReasonBatchRejected))
+	msg.Header.Set(HeaderError, headerText(cause.Error(), maxErrorLen))
+	msg.Header.Set(HeaderSubject, d.cfg.Flushed(b.Conv))
+	msg.Header.Set(jetstream.MsgIDHeader, "dead-"+b.ID)
+	if size, limit := len(b.Data)+headerSize(msg.Header), d.maxPayload(); int64(size) > limit {
+		return fmt.Errorf("%w: batch %s is %d bytes with its headers, max_payload %d", ErrDeadLetterTooLarge, b.ID, size, limit)
+	}
+	if _, err := d.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("stream: dead letter for batch %s: %w", b.ID, err)
+	}
+	return nil
 }

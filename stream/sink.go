@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,7 +57,7 @@ func (s *Sink) Publish(ctx context.Context, b flush.Out) (uint64, error) {
 			return ack.Sequence, nil
 		}
 		if !isWrongLastSeq(err) {
-			return 0, fmt.Errorf("stream: publish batch %s: %w", b.ID, err)
+			return 0, refused(b.ID, err)
 		}
 		last, err := s.lastBatch(ctx, subject)
 		switch {
@@ -172,7 +173,7 @@ func (s *Sink) PublishMany(ctx context.Context, outs []flush.Out) ([]uint64, []e
 		msg.Header.Set(HeaderToken, strconv.FormatInt(b.Token, 10))
 		f, err := s.js.PublishMsgAsync(msg, jetstream.WithMsgID(b.ID), jetstream.WithExpectLastSequencePerSubject(b.After))
 		if err != nil {
-			errs[i] = fmt.Errorf("stream: publish batch %s: %w", b.ID, err)
+			errs[i] = refused(b.ID, err)
 			continue
 		}
 		futures[i] = f
@@ -188,11 +189,48 @@ func (s *Sink) PublishMany(ctx context.Context, outs []flush.Out) ([]uint64, []e
 			if isWrongLastSeq(err) {
 				pos[i], errs[i] = s.Publish(ctx, outs[i])
 			} else {
-				errs[i] = fmt.Errorf("stream: publish batch %s: %w", outs[i].ID, err)
+				errs[i] = refused(outs[i].ID, err)
 			}
 		case <-ctx.Done():
 			errs[i] = fmt.Errorf("stream: publish batch %s: %w", outs[i].ID, ctx.Err())
 		}
 	}
 	return pos, errs
+}
+
+// refused wraps the error of a batch's publish with its kind of refusal.
+func refused(id string, err error) error {
+	return &flush.RefusedError{Kind: refusalKind(err), Err: fmt.Errorf("stream: publish batch %s: %w", id, err)}
+}
+
+// refusalKind classifies a publish error (flush.RefusedError.Kind).
+func refusalKind(err error) string {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		d := strings.ToLower(apiErr.Description)
+		switch {
+		case apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum, strings.Contains(d, "exceeds maximum"):
+			return flush.KindTooLarge
+		case strings.Contains(d, "maximum messages"), strings.Contains(d, "maximum bytes"):
+			return flush.KindFull
+		case strings.Contains(d, "resource"), strings.Contains(d, "limit"):
+			return flush.KindLimits
+		case apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound, apiErr.Code == 503:
+			return flush.KindUnavailable
+		}
+		return flush.KindOther
+	}
+	msg := strings.ToLower(err.Error())
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload):
+		return flush.KindTooLarge
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		return flush.KindUnavailable
+	case strings.Contains(msg, "permissions violation"), strings.Contains(msg, "authorization"):
+		return flush.KindPermission
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+		return flush.KindTimeout
+	}
+	return flush.KindOther
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/flush"
 	"github.com/opencontext/chatbuf/locking"
 	"github.com/opencontext/chatbuf/stream"
 )
@@ -101,7 +102,8 @@ func (q *flushQueue) run(ctx context.Context) {
 
 func (q *flushQueue) flush(ctx context.Context, group []chat.Conversation) {
 	_, again, err := q.w.bufs.FlushMany(ctx, group, chat.TriggerSize)
-	if err != nil && ctx.Err() == nil {
+	// Refused batches are logged by the flusher, rate-limited.
+	if err = flush.DropRefused(err); err != nil && ctx.Err() == nil {
 		q.w.log.Warn("worker: flush failed; claimed batches stay for a retry", slog.Int("conversations", len(group)), slog.Any("error", err))
 	}
 	if len(again) > 0 {

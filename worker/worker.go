@@ -197,8 +197,9 @@ func (w *Worker) sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := w.bufs.Sweep(ctx); err != nil && ctx.Err() == nil {
-				w.log.Warn("worker: age sweep failed", "error", err)
+			// Refused batches are logged by the flusher, rate-limited.
+			if _, err := w.bufs.Sweep(ctx); flush.DropRefused(err) != nil && ctx.Err() == nil {
+				w.log.Warn("worker: age sweep failed", "error", flush.DropRefused(err))
 			}
 		}
 	}

@@ -48,19 +48,21 @@ type config struct {
 	NATSTLSCertFile  string `env:"NATS_TLS_CERT_FILE"`
 	NATSTLSKeyFile   string `env:"NATS_TLS_KEY_FILE"`
 
-	SubjectPrefix   string   `env:"CHAT_SUBJECT_PREFIX" envDefault:"opencontext.chat"`
-	BufferSize      int      `env:"CHAT_BUFFER_SIZE" envDefault:"10"`
-	BufferTTL       duration `env:"CHAT_BUFFER_TTL" envDefault:"24h"`
-	FlushMaxAge     duration `env:"CHAT_FLUSH_MAX_AGE" envDefault:"5m"`
-	SweepInterval   duration `env:"CHAT_SWEEP_INTERVAL" envDefault:"1s"`
-	MaxMessageBytes int      `env:"CHAT_MAX_MESSAGE_BYTES" envDefault:"65536"`
-	DedupeWindow    duration `env:"CHAT_DEDUPE_WINDOW" envDefault:"24h"`
-	AckWait         duration `env:"CHAT_ACK_WAIT" envDefault:"30s"`
-	MaxAckPending   int      `env:"CHAT_MAX_ACK_PENDING" envDefault:"20000"`
-	DuplicateWindow duration `env:"CHAT_DUPLICATE_WINDOW" envDefault:"2m"`
-	StreamReplicas  int      `env:"CHAT_STREAM_REPLICAS" envDefault:"1"`
-	FlushedMaxAge   duration `env:"CHAT_FLUSHED_MAX_AGE" envDefault:"0"`
-	LockTTL         duration `env:"CHAT_LOCK_TTL" envDefault:"10s"`
+	SubjectPrefix    string   `env:"CHAT_SUBJECT_PREFIX" envDefault:"opencontext.chat"`
+	BufferSize       int      `env:"CHAT_BUFFER_SIZE" envDefault:"10"`
+	BufferTTL        duration `env:"CHAT_BUFFER_TTL" envDefault:"24h"`
+	FlushMaxAge      duration `env:"CHAT_FLUSH_MAX_AGE" envDefault:"5m"`
+	SweepInterval    duration `env:"CHAT_SWEEP_INTERVAL" envDefault:"1s"`
+	MaxMessageBytes  int      `env:"CHAT_MAX_MESSAGE_BYTES" envDefault:"65536"`
+	BatchMaxBytes    int      `env:"CHAT_BATCH_MAX_BYTES"` // 0 (unset): the server's max_payload minus batchHeaderRoom
+	BatchRejectAfter duration `env:"CHAT_BATCH_REJECT_AFTER" envDefault:"10m"`
+	DedupeWindow     duration `env:"CHAT_DEDUPE_WINDOW" envDefault:"24h"`
+	AckWait          duration `env:"CHAT_ACK_WAIT" envDefault:"30s"`
+	MaxAckPending    int      `env:"CHAT_MAX_ACK_PENDING" envDefault:"20000"`
+	DuplicateWindow  duration `env:"CHAT_DUPLICATE_WINDOW" envDefault:"2m"`
+	StreamReplicas   int      `env:"CHAT_STREAM_REPLICAS" envDefault:"1"`
+	FlushedMaxAge    duration `env:"CHAT_FLUSHED_MAX_AGE" envDefault:"0"`
+	LockTTL          duration `env:"CHAT_LOCK_TTL" envDefault:"10s"`
 
 	CompletionEnabled        bool     `env:"COMPLETION_ENABLED" envDefault:"true"`
 	CompletionMaxSize        int      `env:"COMPLETION_MAX_SIZE" envDefault:"1000"`
@@ -231,11 +233,24 @@ func (c config) validate(environ map[string]string) error {
 	positive("CHAT_BUFFER_TTL", c.BufferTTL)
 	positive("CHAT_FLUSH_MAX_AGE", c.FlushMaxAge)
 	positive("CHAT_SWEEP_INTERVAL", c.SweepInterval)
-	if c.BufferTTL > 0 && c.FlushMaxAge > 0 && c.BufferTTL <= c.FlushMaxAge+c.SweepInterval {
-		bad("CHAT_BUFFER_TTL", "must be longer than CHAT_FLUSH_MAX_AGE plus CHAT_SWEEP_INTERVAL, or buffers could expire unflushed")
+	if c.BufferTTL > 0 && c.FlushMaxAge > 0 && c.AckWait > 0 && c.BufferTTL < 2*(c.FlushMaxAge+c.AckWait) {
+		bad("CHAT_BUFFER_TTL", fmt.Sprintf("must be at least 2 x (CHAT_FLUSH_MAX_AGE + CHAT_ACK_WAIT) = 2 x (%s + %s) = %s, "+
+			"so that a buffer expires only when no worker ran for that long",
+			c.FlushMaxAge.D(), c.AckWait.D(), 2*(c.FlushMaxAge.D()+c.AckWait.D())))
 	}
 	if c.MaxMessageBytes < 1 {
 		bad("CHAT_MAX_MESSAGE_BYTES", "must be at least 1")
+	}
+	if c.BatchMaxBytes < 0 {
+		bad("CHAT_BATCH_MAX_BYTES", "must be unset (the server's max_payload minus 4096) or a number of bytes")
+	} else if c.BatchMaxBytes > 0 && c.MaxMessageBytes > 0 {
+		if w := worstBatchBytes(c.MaxMessageBytes); w > c.BatchMaxBytes {
+			bad("CHAT_BATCH_MAX_BYTES", fmt.Sprintf("one message of CHAT_MAX_MESSAGE_BYTES=%d makes a batch of up to %d bytes, "+
+				"which does not fit; raise CHAT_BATCH_MAX_BYTES or lower CHAT_MAX_MESSAGE_BYTES", c.MaxMessageBytes, w))
+		}
+	}
+	if c.BatchRejectAfter < duration(time.Minute) {
+		bad("CHAT_BATCH_REJECT_AFTER", "must be at least 1m: a stream full for seconds is a pause, not a failure")
 	}
 	positive("CHAT_DEDUPE_WINDOW", c.DedupeWindow)
 	positive("CHAT_ACK_WAIT", c.AckWait)

@@ -25,6 +25,7 @@ type health struct {
 	log       *slog.Logger
 	gauge     func(float64)
 	mode      func() string // where appends go, for the /readyz text
+	limits    func() error  // the server's max_payload does not fit the batches
 }
 
 // probe pings Redis every second until ctx is done, logging changes.
@@ -69,6 +70,11 @@ func (h *health) ready() error {
 			msg += " (fallback: buffering in local memory, acks held)"
 		}
 		errs = append(errs, errors.New(msg))
+	}
+	if h.limits != nil {
+		if err := h.limits(); err != nil && h.nc.IsConnected() {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -116,7 +117,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	nc, err := connectNATS(natsURL, natsOpts, log, func(error) { m.errors.WithLabelValues("nats").Inc() })
+	limits := newBatchLimits(cfg, log)
+	nc, err := connectNATS(natsURL, natsOpts, log, func(error) { m.errors.WithLabelValues("nats").Inc() },
+		func(nc *nats.Conn) { limits.connected(nc.MaxPayload()) })
 	if err != nil {
 		return err
 	}
@@ -125,6 +128,40 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+
+	var fbMode atomic.Pointer[fallback.Buffers]
+	h := &health{nc: nc, rdb: rdb, log: log, gauge: m.ready.Set, limits: limits.ready}
+	h.mode = func() string {
+		if fb := fbMode.Load(); fb != nil {
+			return string(fb.Mode())
+		}
+		return ""
+	}
+	probeCtx, stopProbe := context.WithCancel(context.Background())
+	defer stopProbe()
+	go h.probe(probeCtx)
+	if cfg.MetricsAddr != "" {
+		shutdownHTTP, err := serveHTTP(ctx, cfg.MetricsAddr, m, h, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = shutdownHTTP(sctx)
+		}()
+	}
+
+	// The batch ceiling comes from the server's max_payload: wait for the
+	// first connection (a worker starts while NATS is down, not ready).
+	if !nc.IsConnected() {
+		log.Info("nats: waiting for the first connection, to learn the server's max_payload")
+	}
+	ceiling, err := limits.wait(ctx.Done())
+	if err != nil {
+		return fmt.Errorf("configuration does not fit the NATS server: %w", err)
+	}
+	flushCfg.MaxBatchBytes = ceiling
 
 	streamCfg := stream.Config{
 		Prefix:          cfg.SubjectPrefix,
@@ -136,10 +173,14 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}.WithDefaults()
 	sink := stream.NewSink(js, streamCfg)
 	flushCfg.Hooks = m.flushHooks()
+	flushCfg.RejectAfter = cfg.BatchRejectAfter.D()
+	flushCfg.Rejecter = stream.NewDeadLetters(js, streamCfg, nc.MaxPayload)
+	var flushers []*flush.Flusher
 	side := func(name string, store buffer.Store, locker locking.Locker) fallback.Side {
 		fc := flushCfg
 		fc.Logger = fc.Logger.With("store", name)
 		f := flush.New(store, locker, sink, fc)
+		flushers = append(flushers, f)
 		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0, 0)}
 	}
 	var w *worker.Worker
@@ -170,24 +211,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		m.setMode("shared")
 	}
 	m.registerOldest(oldest, time.Now)
-
-	h := &health{nc: nc, rdb: rdb, log: log, gauge: m.ready.Set}
+	m.registerOldestRefused(flushers, time.Now)
 	if fb != nil {
-		h.mode = func() string { return string(fb.Mode()) }
-	}
-	probeCtx, stopProbe := context.WithCancel(context.Background())
-	defer stopProbe()
-	go h.probe(probeCtx)
-	if cfg.MetricsAddr != "" {
-		shutdownHTTP, err := serveHTTP(ctx, cfg.MetricsAddr, m, h, log)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			_ = shutdownHTTP(sctx)
-		}()
+		fbMode.Store(fb)
 	}
 
 	w = worker.New(nc, js, bufs, worker.Config{

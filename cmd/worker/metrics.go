@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontext/chatbuf/chat"
 	"github.com/opencontext/chatbuf/flush"
+	"github.com/opencontext/chatbuf/stream"
 	"github.com/opencontext/chatbuf/worker"
 )
 
@@ -28,6 +29,8 @@ type metrics struct {
 	mode       *prometheus.GaugeVec
 	roundTrips prometheus.Counter
 	commands   prometheus.Counter
+	refused    *prometheus.CounterVec
+	rejected   prometheus.Counter
 }
 
 // redisHook counts Redis round trips and commands (a pipeline is one round
@@ -59,6 +62,24 @@ func (m *metrics) setMode(mode string) {
 	for _, x := range []string{"shared", "local"} {
 		m.mode.WithLabelValues(x).Set(boolFloat(x == mode))
 	}
+}
+
+// registerOldestRefused exports the age of the oldest in-flight batch whose
+// publishing failed in one of flushers (kept in process memory: cheap).
+func (m *metrics) registerOldestRefused(flushers []*flush.Flusher, now func() time.Time) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "chatbuf", Name: "oldest_unpublished_batch_age_seconds",
+		Help: "Age of the oldest claimed batch that CHAT_FLUSHED refused and that is not published yet (0 when none)."}, func() float64 {
+		var oldest time.Time
+		for _, f := range flushers {
+			if t, ok := f.OldestRefused(); ok && (oldest.IsZero() || t.Before(oldest)) {
+				oldest = t
+			}
+		}
+		if oldest.IsZero() {
+			return 0
+		}
+		return now().Sub(oldest).Seconds()
+	}))
 }
 
 // registerOldest exports the age of the oldest pending message.
@@ -98,10 +119,14 @@ func newMetrics() *metrics {
 	}
 	m.roundTrips = prometheus.NewCounter(prometheus.CounterOpts(f("redis_round_trips_total", "Round trips to Redis (a pipeline counts once).")))
 	m.commands = prometheus.NewCounter(prometheus.CounterOpts(f("redis_commands_total", "Commands sent to Redis, scripts included.")))
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts(f("batch_publish_failures_total",
+		"Batch publishes CHAT_FLUSHED refused or did not answer, by kind (full, too_large, limits, permission, unavailable, timeout, other); each is retried with backoff.")), []string{"kind"})
+	m.rejected = prometheus.NewCounter(prometheus.CounterOpts(f("batches_rejected_total",
+		"Batches dead-lettered whole (batch_rejected) after CHAT_FLUSHED refused them for CHAT_BATCH_REJECT_AFTER.")))
 	m.mode = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("store_mode", "1 for the store appends go to: shared (Redis) or local (process memory).")), []string{"mode"})
-	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.errors, m.ready, m.mode, m.roundTrips, m.commands,
+	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.errors, m.ready, m.mode, m.roundTrips, m.commands, m.refused, m.rejected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, r := range []chat.Reason{chat.ReasonTooLarge, chat.ReasonBadID, chat.ReasonBadJSON, chat.ReasonInvalid, chat.ReasonIDMismatch, worker.ReasonStoreRejected} {
+	for _, r := range []chat.Reason{chat.ReasonTooLarge, chat.ReasonBadID, chat.ReasonBadJSON, chat.ReasonInvalid, chat.ReasonIDMismatch, worker.ReasonStoreRejected, stream.ReasonBatchRejected} {
 		m.dead.WithLabelValues(string(r))
 	}
 	for _, r := range []chat.Trigger{chat.TriggerSize, chat.TriggerAge, chat.TriggerManual} {
@@ -109,6 +134,9 @@ func newMetrics() *metrics {
 	}
 	m.errors.WithLabelValues("redis")
 	m.errors.WithLabelValues("nats")
+	for _, k := range []string{flush.KindFull, flush.KindTooLarge, flush.KindLimits, flush.KindPermission, flush.KindUnavailable, flush.KindTimeout, flush.KindOther} {
+		m.refused.WithLabelValues(k)
+	}
 	return m
 }
 
@@ -130,8 +158,13 @@ func (m *metrics) flushHooks() flush.Hooks {
 			m.batchMsgs.WithLabelValues(string(r)).Add(float64(n))
 			m.flushTime.Observe(d.Seconds())
 		},
+		Refused: func(kind string) { m.refused.WithLabelValues(kind).Inc() },
+		Rejected: func(n int) {
+			m.rejected.Inc()
+			m.dead.WithLabelValues(string(stream.ReasonBatchRejected)).Add(float64(n))
+		},
 		Error: func(stage string, _ error) {
-			if stage == "publish" {
+			if stage == "publish" || stage == "reject" {
 				m.errors.WithLabelValues("nats").Inc()
 			} else {
 				m.errors.WithLabelValues("redis").Inc()

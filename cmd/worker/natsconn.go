@@ -175,7 +175,8 @@ func redactOne(p string) string {
 // connectNATS connects, retrying in the background when the server is not
 // there yet, and reconnecting forever. opts carry credentials and TLS.
 // Logs and errors show the URL without its credentials.
-func connectNATS(url string, opts []nats.Option, log *slog.Logger, onError func(error)) (*nats.Conn, error) {
+// onConnect is called after each (re)connection.
+func connectNATS(url string, opts []nats.Option, log *slog.Logger, onError func(error), onConnect func(*nats.Conn)) (*nats.Conn, error) {
 	var failed rateLimit
 	nc, err := nats.Connect(url, append(slices.Clone(opts),
 		nats.Name("chatbuf-worker"),
@@ -195,10 +196,13 @@ func connectNATS(url string, opts []nats.Option, log *slog.Logger, onError func(
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("nats: reconnected", "url", redactURL(nc.ConnectedUrlRedacted()))
+			log.Info("nats: reconnected", "url", redactURL(nc.ConnectedUrlRedacted()), "max_payload", nc.MaxPayload())
+			onConnect(nc)
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
-			log.Info("nats: connected", "url", redactURL(nc.ConnectedUrlRedacted()), "server_version", nc.ConnectedServerVersion())
+			log.Info("nats: connected", "url", redactURL(nc.ConnectedUrlRedacted()), "server_version", nc.ConnectedServerVersion(),
+				"max_payload", nc.MaxPayload())
+			onConnect(nc)
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			onError(err)

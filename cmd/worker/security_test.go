@@ -365,7 +365,7 @@ func TestSecurityNATSAuthentication(t *testing.T) {
 			}
 			out := &lockedLog{}
 			log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
-			nc, err := connectNATS(cfg.NATSURL, natsOpts, log, func(error) {})
+			nc, err := connectNATS(cfg.NATSURL, natsOpts, log, func(error) {}, func(*nats.Conn) {})
 			if err != nil {
 				t.Fatal(err)
 			}
