@@ -245,7 +245,7 @@ func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64
 			return "", false, 0, fmt.Errorf("flush: publish %s: %w", out.ID, err)
 		}
 		if !f.refuse(ctx, c, fence, &out, err) {
-			return "", false, 0, fmt.Errorf("flush: publish %s: %w: %w", out.ID, ErrRefused, err)
+			return "", false, 0, &refusedErr{out.ID, err}
 		}
 		// Dead-lettered whole: the conversation's last batch in the sink
 		// is still the one before.

@@ -129,7 +129,7 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 					continue
 				}
 				if !f.refuse(ctx, held[i], fences[i], &outs[j], perrs[j]) {
-					errs = append(errs, fmt.Errorf("flush: publish %s: %w: %w", out.ID, ErrRefused, perrs[j]))
+					errs = append(errs, &refusedErr{out.ID, perrs[j]})
 					continue
 				}
 				// Dead-lettered whole: the sink's last batch of the

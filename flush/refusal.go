@@ -64,10 +64,26 @@ type Rejecter interface {
 // flusher has logged (rate-limited) and scheduled for a retry.
 var ErrRefused = errors.New("refused by the sink; retried with backoff")
 
+// refusedErr is the error of a refused publish: it is ErrRefused and wraps
+// the sink's error.
+type refusedErr struct {
+	id  string
+	err error
+}
+
+func (e *refusedErr) Error() string {
+	return fmt.Sprintf("flush: publish %s: %v: %v", e.id, ErrRefused, e.err)
+}
+func (e *refusedErr) Unwrap() error        { return e.err }
+func (e *refusedErr) Is(target error) bool { return target == ErrRefused }
+
 // DropRefused returns err without its ErrRefused parts (errors.Join
 // members), for callers that log errors: refusals are logged already.
 func DropRefused(err error) error {
 	if err == nil {
+		return nil
+	}
+	if _, ok := err.(*refusedErr); ok {
 		return nil
 	}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
