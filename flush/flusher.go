@@ -162,7 +162,7 @@ type Result struct {
 // conversation. On error, a claimed but unpublished batch stays in flight
 // for the next Flush: nothing is lost, nothing published twice. A batch the
 // sink refused is tried again with backoff: until its next try is due,
-// Flush returns ErrBackoff; once it has been refused for RejectAfter it goes
+// Flush returns ErrBackoff (except for a manual flush); once it has been refused for RejectAfter it goes
 // to the Rejecter and is committed.
 func (f *Flusher) Flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) (Result, error) {
 	return f.flush(ctx, c, f.want(reason))
@@ -176,8 +176,11 @@ func (f *Flusher) Finish(ctx context.Context, c chat.Conversation) (Result, erro
 
 func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Want) (Result, error) {
 	var res Result
-	if err := f.backoffErr(c); err != nil {
-		return res, err
+	if want.Reason != chat.TriggerManual {
+		// A manual flush is asked for explicitly: it tries at once.
+		if err := f.backoffErr(c); err != nil {
+			return res, err
+		}
 	}
 	lock, err := f.locker.TryLock(ctx, c)
 	if err != nil {

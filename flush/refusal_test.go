@@ -359,11 +359,8 @@ func TestRefusedPastTheLimitIsDeadLetteredAndReplays(t *testing.T) {
 	// The conversation moves on once the stream has room.
 	rig.limitFlushed(t, -1)
 	clock.Advance(time.Minute)
-	for range 50 {
-		if _, err := f.Flush(ctx, alice, chat.TriggerManual); err == nil {
-			break
-		}
-		clock.Advance(5 * time.Second)
+	if _, err := f.Flush(ctx, alice, chat.TriggerManual); err != nil {
+		t.Fatalf("manual flush once the stream has room: %v", err)
 	}
 	// Replay, as an operator would: the payload to its Chatbuf-Subject
 	// under Nats-Msg-Id = batch_id, twice.

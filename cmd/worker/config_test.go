@@ -41,7 +41,11 @@ func TestConfigErrorsNameVariableAndValue(t *testing.T) {
 		{"negative ttl", map[string]string{"CHAT_BUFFER_TTL": "-1"}, `CHAT_BUFFER_TTL="-1": must be a positive duration`},
 		{"bad duration", map[string]string{"CHAT_FLUSH_MAX_AGE": "soon"}, `CHAT_FLUSH_MAX_AGE="soon": not a duration`},
 		{"bad bool", map[string]string{"REDIS_ENABLED": "maybe"}, `REDIS_ENABLED="maybe": not a boolean`},
-		{"ttl shorter than max age", map[string]string{"CHAT_BUFFER_TTL": "1m"}, `CHAT_BUFFER_TTL="1m": must be longer than CHAT_FLUSH_MAX_AGE`},
+		{"ttl shorter than max age", map[string]string{"CHAT_BUFFER_TTL": "1m"}, `CHAT_BUFFER_TTL="1m": must be at least 2 x (CHAT_FLUSH_MAX_AGE + CHAT_ACK_WAIT)`},
+		{"ttl not well above max age", map[string]string{"CHAT_BUFFER_TTL": "10m", "CHAT_FLUSH_MAX_AGE": "5m", "CHAT_ACK_WAIT": "30s"}, `CHAT_BUFFER_TTL="10m": must be at least 2 x (CHAT_FLUSH_MAX_AGE + CHAT_ACK_WAIT) = 2 x (5m0s + 30s) = 11m0s`},
+		{"reject after under a minute", map[string]string{"CHAT_BATCH_REJECT_AFTER": "30s"}, `CHAT_BATCH_REJECT_AFTER="30s": must be at least 1m`},
+		{"negative batch bytes", map[string]string{"CHAT_BATCH_MAX_BYTES": "-1"}, `CHAT_BATCH_MAX_BYTES="-1"`},
+		{"message cannot fit the batch ceiling", map[string]string{"CHAT_BATCH_MAX_BYTES": "100000", "CHAT_MAX_MESSAGE_BYTES": "65536"}, `CHAT_BATCH_MAX_BYTES="100000": one message of CHAT_MAX_MESSAGE_BYTES=65536`},
 		{"short duplicate window", map[string]string{"CHAT_DUPLICATE_WINDOW": "30s"}, `CHAT_DUPLICATE_WINDOW="30s": must be at least 2m`},
 		{"wildcard prefix", map[string]string{"CHAT_SUBJECT_PREFIX": "a.*"}, `CHAT_SUBJECT_PREFIX="a.*"`},
 		{"log level", map[string]string{"LOG_LEVEL": "loud"}, `LOG_LEVEL="loud"`},
@@ -148,5 +152,51 @@ func TestComposeSetsOnlyRealVariables(t *testing.T) {
 	}
 	if checked < 5 {
 		t.Errorf("found only %d environment entries in docker-compose.yml: parser out of date?", checked)
+	}
+}
+
+// The batch ceiling against a server's max_payload: what cannot fit is
+// refused, naming the variables, their values and the limit.
+func TestBatchCeilingAgainstMaxPayload(t *testing.T) {
+	const mib = 1 << 20
+	base, err := loadConfig(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := batchCeiling(base, mib); err != nil || got != mib-4096 {
+		t.Errorf("default on a 1 MiB server = %d, %v; want %d", got, err, mib-4096)
+	}
+	set := base
+	set.BatchMaxBytes = 900_000
+	if got, err := batchCeiling(set, mib); err != nil || got != 900_000 {
+		t.Errorf("CHAT_BATCH_MAX_BYTES=900000 on a 1 MiB server = %d, %v", got, err)
+	}
+	tests := []struct {
+		name       string
+		batch, msg int
+		maxPayload int64
+		want       []string
+	}{
+		{"ceiling leaves no room for headers", mib - 100, 65536, mib,
+			[]string{"CHAT_BATCH_MAX_BYTES=1048476", "max_payload 1048576", "at most 1044480"}},
+		{"a message cannot fit the default ceiling", 0, 65536, 64 * 1024,
+			[]string{"CHAT_MAX_MESSAGE_BYTES=65536", "CHAT_BATCH_MAX_BYTES (unset: max_payload 65536 - 4096 = 61440)"}},
+		{"a message cannot fit the set ceiling", 200_000, 65536, mib,
+			[]string{"CHAT_MAX_MESSAGE_BYTES=65536", "CHAT_BATCH_MAX_BYTES=200000"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			c.BatchMaxBytes, c.MaxMessageBytes = tc.batch, tc.msg
+			_, err := batchCeiling(c, tc.maxPayload)
+			if err == nil {
+				t.Fatalf("accepted CHAT_BATCH_MAX_BYTES=%d, CHAT_MAX_MESSAGE_BYTES=%d on max_payload %d", tc.batch, tc.msg, tc.maxPayload)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
 	}
 }

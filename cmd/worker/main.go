@@ -158,6 +158,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		log.Info("nats: waiting for the first connection, to learn the server's max_payload")
 	}
 	ceiling, err := limits.wait(ctx.Done())
+	if ctx.Err() != nil {
+		return nil // stopped before NATS answered
+	}
 	if err != nil {
 		return fmt.Errorf("configuration does not fit the NATS server: %w", err)
 	}
