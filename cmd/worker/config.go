@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/opencontext/chatbuf/chat"
 )
 
 // config is the worker's environment. Names from the original system are
@@ -244,7 +246,7 @@ func (c config) validate(environ map[string]string) error {
 	if c.BatchMaxBytes < 0 {
 		bad("CHAT_BATCH_MAX_BYTES", "must be unset (the server's max_payload minus 4096) or a number of bytes")
 	} else if c.BatchMaxBytes > 0 && c.MaxMessageBytes > 0 {
-		if w := worstBatchBytes(c.MaxMessageBytes); w > c.BatchMaxBytes {
+		if w := chat.WorstBatchBytes(c.MaxMessageBytes); w > c.BatchMaxBytes {
 			bad("CHAT_BATCH_MAX_BYTES", fmt.Sprintf("one message of CHAT_MAX_MESSAGE_BYTES=%d makes a batch of up to %d bytes, "+
 				"which does not fit; raise CHAT_BATCH_MAX_BYTES or lower CHAT_MAX_MESSAGE_BYTES", c.MaxMessageBytes, w))
 		}

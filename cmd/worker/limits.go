@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+
+	"github.com/opencontext/chatbuf/chat"
 )
 
 // batchHeaderRoom is what a batch leaves free of the server's max_payload:
@@ -27,7 +29,7 @@ func batchCeiling(c config, maxPayload int64) (int, error) {
 		return 0, fmt.Errorf("%s: over the NATS server's max_payload %d minus %d bytes for headers (at most %d)",
 			name, maxPayload, batchHeaderRoom, room)
 	}
-	if w := worstBatchBytes(c.MaxMessageBytes); w > ceiling {
+	if w := chat.WorstBatchBytes(c.MaxMessageBytes); w > ceiling {
 		return 0, fmt.Errorf("CHAT_MAX_MESSAGE_BYTES=%d: one message of that size makes a batch of up to %d bytes, over %s; "+
 			"lower CHAT_MAX_MESSAGE_BYTES or raise the server's max_payload", c.MaxMessageBytes, w, name)
 	}
