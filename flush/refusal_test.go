@@ -401,3 +401,66 @@ func countOf(ids []string, id string) int {
 	}
 	return n
 }
+
+// recordingRejecter keeps the batches handed to it.
+type recordingRejecter struct {
+	mu  sync.Mutex
+	got []flush.Out
+}
+
+func (r *recordingRejecter) Reject(_ context.Context, b flush.Out, _ error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, b)
+	return nil
+}
+
+// The in-memory store keeps a refused batch's first refusal as Redis does:
+// the batch is rejected once RejectAfter has passed since then, not before,
+// and a later batch waits behind it.
+func TestMemoryStoreRejectsAfterTheLimit(t *testing.T) {
+	ctx := context.Background()
+	clock := clocktest.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
+	store := buffer.NewMemory(buffer.Config{Now: clock.Now})
+	sink := newSink()
+	sink.fail = func(flush.Out) error { return errSinkDown }
+	rej := &recordingRejecter{}
+	f := flush.New(store, locking.NewMemory(locking.Config{}), sink,
+		flush.Config{BatchSize: 10, RejectAfter: time.Minute, Rejecter: rej, Now: clock.Now})
+	app := newAppender()
+	app.append(t, store, alice, 20, clock.Now())
+	for elapsed := time.Duration(0); elapsed < time.Minute; elapsed += 10 * time.Second {
+		if _, err := f.Flush(ctx, alice, chat.TriggerManual); !errors.Is(err, flush.ErrRefused) {
+			t.Fatalf("flush at +%v = %v, want ErrRefused", elapsed, err)
+		}
+		if n, _ := store.Len(ctx, alice); n != 10 {
+			t.Fatalf("buffer holds %d at +%v, want 10 (the later batch waits)", n, elapsed)
+		}
+		clock.Advance(10 * time.Second)
+	}
+	if len(rej.got) != 0 {
+		t.Fatalf("rejected before the limit")
+	}
+	sink.fail = nil
+	res, err := f.Flush(ctx, alice, chat.TriggerManual)
+	if err != nil || len(res.BatchIDs) != 2 || len(res.Rejected) != 0 {
+		t.Fatalf("flush once the sink takes batches = %+v, %v; want 2 published", res, err)
+	}
+	// A new refusal starts a new clock.
+	app.append(t, store, alice, 10, clock.Now())
+	sink.fail = func(flush.Out) error { return errSinkDown }
+	if _, err := f.Flush(ctx, alice, chat.TriggerManual); !errors.Is(err, flush.ErrRefused) {
+		t.Fatalf("flush = %v, want ErrRefused", err)
+	}
+	clock.Advance(time.Minute)
+	res, err = f.Flush(ctx, alice, chat.TriggerManual)
+	if err != nil || len(res.Rejected) != 1 || len(rej.got) != 1 {
+		t.Fatalf("flush after the limit = %+v, %v; want 1 rejected", res, err)
+	}
+	if n, _ := store.Len(ctx, alice); n != 0 {
+		t.Errorf("buffer holds %d after the rejection, want 0", n)
+	}
+	if res, err := f.Flush(ctx, alice, chat.TriggerManual); err != nil || len(res.BatchIDs)+len(res.Rejected) != 0 {
+		t.Errorf("flush after the rejection = %+v, %v; want nothing left in flight", res, err)
+	}
+}
