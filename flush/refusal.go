@@ -109,7 +109,8 @@ var ErrBackoff = errors.New("flush: batch refused; waiting to retry")
 type refusal struct {
 	token    int64
 	created  time.Time // when the batch was claimed
-	since    time.Time // its first recorded refusal
+	since    time.Time // its first recorded refusal (first failure seen here until one is recorded)
+	clock    bool      // since is the store's record of a definite refusal
 	attempts int
 	next     time.Time // not retried before
 	tried    time.Time // last attempt
@@ -239,7 +240,15 @@ func (f *Flusher) refuse(ctx context.Context, c chat.Conversation, fence int64, 
 	if f.cfg.Hooks.Refused != nil {
 		f.cfg.Hooks.Refused(kind)
 	}
-	since, serr := f.store.Refused(ctx, c, fence, out.Token, now)
+	// Only a definite refusal by the stream starts the clock: no answer
+	// (NATS or the stream away, a timeout) is an outage, which never
+	// dead-letters a batch.
+	definite := kind != KindUnavailable && kind != KindTimeout
+	var since time.Time
+	var serr error
+	if definite {
+		since, serr = f.store.Refused(ctx, c, fence, out.Token, now)
+	}
 
 	f.refused.mu.Lock()
 	if f.refused.m == nil {
@@ -250,8 +259,8 @@ func (f *Flusher) refuse(ctx context.Context, c chat.Conversation, fence int64, 
 		e = &refusal{token: out.Token, created: out.Created, since: now}
 		f.refused.m[c] = e
 	}
-	if serr == nil {
-		e.since = since
+	if definite && serr == nil {
+		e.since, e.clock = since, true
 	}
 	e.attempts++
 	e.tried, e.err = now, perr
@@ -276,7 +285,7 @@ func (f *Flusher) refuse(ctx context.Context, c chat.Conversation, fence int64, 
 			logConv(c, slog.String("batch_id", out.ID), slog.Any("error", serr))...)
 	}
 	rejectAt := snap.since.Add(f.cfg.RejectAfter)
-	if f.cfg.Rejecter != nil && serr == nil && !now.Before(rejectAt) {
+	if f.cfg.Rejecter != nil && definite && serr == nil && !now.Before(rejectAt) {
 		if err := f.cfg.Rejecter.Reject(ctx, *out, perr); err != nil {
 			f.hookError("reject", err)
 			if ok, suppressed := f.refused.allowWarn(now); ok && warn {
@@ -297,7 +306,7 @@ func (f *Flusher) refuse(ctx context.Context, c chat.Conversation, fence int64, 
 		if ok, suppressed := f.refused.allowWarn(now); ok {
 			more := []any{slog.Duration("next_try_in", snap.next.Sub(now).Round(time.Millisecond)),
 				slog.Int("similar_messages_suppressed", suppressed)}
-			if f.cfg.Rejecter != nil {
+			if f.cfg.Rejecter != nil && snap.clock {
 				more = append(more, slog.Duration("dead_letter_in", max(rejectAt.Sub(now), 0).Round(time.Second)))
 			}
 			f.cfg.Logger.Warn("flush: CHAT_FLUSHED refused a batch; it stays in flight and is retried with backoff", attrs(more...)...)

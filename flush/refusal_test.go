@@ -464,3 +464,34 @@ func TestMemoryStoreRejectsAfterTheLimit(t *testing.T) {
 		t.Errorf("flush after the rejection = %+v, %v; want nothing left in flight", res, err)
 	}
 }
+
+// No answer from the stream (NATS or the stream away) is an outage, not a
+// refusal: however long it lasts, the batch is not dead-lettered.
+func TestOutageNeverDeadLetters(t *testing.T) {
+	ctx := context.Background()
+	clock := clocktest.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
+	store := buffer.NewMemory(buffer.Config{Now: clock.Now})
+	sink := newSink()
+	sink.fail = func(flush.Out) error {
+		return &flush.RefusedError{Kind: flush.KindUnavailable, Err: errors.New("nats: no responders available for request")}
+	}
+	rej := &recordingRejecter{}
+	f := flush.New(store, locking.NewMemory(locking.Config{}), sink,
+		flush.Config{BatchSize: 10, RejectAfter: time.Minute, Rejecter: rej, Now: clock.Now})
+	app := newAppender()
+	app.append(t, store, alice, 10, clock.Now())
+	for range 10 {
+		if _, err := f.Flush(ctx, alice, chat.TriggerManual); !errors.Is(err, flush.ErrRefused) {
+			t.Fatalf("flush during the outage = %v, want ErrRefused", err)
+		}
+		clock.Advance(time.Minute)
+	}
+	if len(rej.got) != 0 {
+		t.Fatalf("%d batches dead-lettered during an outage", len(rej.got))
+	}
+	sink.fail = nil
+	if res, err := f.Flush(ctx, alice, chat.TriggerManual); err != nil || len(res.BatchIDs) != 1 {
+		t.Fatalf("flush after the outage = %+v, %v; want the batch published", res, err)
+	}
+	checkExactlyOnce(t, sink, 10, app.sent)
+}
