@@ -60,3 +60,32 @@ func TestWorkerRefusesAMessageLimitTheServerCannotCarry(t *testing.T) {
 		t.Errorf("run after stop: %v", err)
 	}
 }
+
+// The first connection decides the ceiling; a later server with a smaller
+// max_payload makes the worker not ready, with the reason, until a server
+// with room is back.
+func TestBatchLimitsFollowReconnections(t *testing.T) {
+	cfg, err := loadConfig(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newBatchLimits(cfg, slog.New(slog.DiscardHandler))
+	if err := l.ready(); err == nil {
+		t.Errorf("ready before any connection")
+	}
+	l.connected(1 << 20)
+	if got, err := l.wait(nil); err != nil || got != 1<<20-4096 {
+		t.Fatalf("ceiling after the first connection = %d, %v", got, err)
+	}
+	if err := l.ready(); err != nil {
+		t.Errorf("not ready on the first server: %v", err)
+	}
+	l.connected(512 * 1024)
+	if err := l.ready(); err == nil || !strings.Contains(err.Error(), "max_payload 524288") || !strings.Contains(err.Error(), "CHAT_BATCH_MAX_BYTES") {
+		t.Errorf("ready on a server with a smaller max_payload: %v", err)
+	}
+	l.connected(1 << 20)
+	if err := l.ready(); err != nil {
+		t.Errorf("not ready once a server with room is back: %v", err)
+	}
+}
