@@ -165,7 +165,7 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 				f.published(q.Conv, out.ID)
 				res.BatchIDs = append(res.BatchIDs, out.ID)
 			}
-			if f.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+			if f.cfg.Logger.Enabled(ctx, slog.LevelDebug) && !rejected[cidx[k]] {
 				f.cfg.Logger.Debug("flush: batch published", logConv(q.Conv, slog.String("batch_id", out.ID),
 					slog.Any("reason", out.Reason), slog.Int("messages", out.messages), slog.Uint64("position", pos[cidx[k]]), slog.Duration("duration", d))...)
 			}
