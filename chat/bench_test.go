@@ -75,8 +75,9 @@ func BenchmarkKeys(b *testing.B) {
 
 // TestHotPathAllocations pins the allocations the benchmarks above report
 // for the per-message hot path: a record is one allocation (its size is
-// reserved up front), and Decode allocates only the strings it returns
-// (role, message_id, timestamp), none for the member names it scans.
+// reserved up front), Decode allocates only the strings it returns
+// (role, message_id, timestamp), none for the member names it scans, and
+// plain ids cost nothing to take out of a subject or put into one.
 func TestHotPathAllocations(t *testing.T) {
 	m, err := chat.Decode(typicalBody, alice, 0)
 	if err != nil {
@@ -88,5 +89,44 @@ func TestHotPathAllocations(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { _, _ = chat.Decode(typicalBody, alice, 0) }); n > 3 {
 		t.Errorf("Decode: %v allocations, want at most 3", n)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		_, _ = chat.ParseSubject("opencontext.chat", "in", "opencontext.chat.in.user-4711.phone-2.assistant")
+	}); n != 0 {
+		t.Errorf("ParseSubject of plain ids: %v allocations, want 0", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = chat.EncodeToken("user-4711") }); n != 0 {
+		t.Errorf("EncodeToken of a plain id: %v allocations, want 0", n)
+	}
+}
+
+// BenchmarkParseSubject is the per-message subject check of plain ids:
+// nothing to decode, so nothing allocated.
+func BenchmarkParseSubject(b *testing.B) {
+	const subject = "opencontext.chat.in.user-4711.phone-2.assistant"
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := chat.ParseSubject("opencontext.chat", "in", subject); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseSubjectEncoded is the same check for ids with encoded bytes.
+func BenchmarkParseSubjectEncoded(b *testing.B) {
+	const subject = "opencontext.chat.in.alice%2Esmith@example%2Ecom.my%20phone.bot"
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := chat.ParseSubject("opencontext.chat", "in", subject); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSubject(b *testing.B) {
+	c := chat.Conversation{User: "user-4711", Device: "phone-2", Agent: "assistant"}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = c.Subject("opencontext.chat", "in")
 	}
 }

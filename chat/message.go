@@ -123,7 +123,7 @@ func Decode(body []byte, c Conversation, maxBytes int) (Message, error) {
 		return Message{}, err
 	}
 	if !roles[m.Role] {
-		return Message{}, reject(ReasonInvalid, "unknown role %q, want user, assistant, system or tool", m.Role)
+		return Message{}, reject(ReasonInvalid, "unknown role %q, want user, assistant, system, tool, developer or function", m.Role)
 	}
 	switch {
 	case isNull(w.Content):

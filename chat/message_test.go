@@ -154,6 +154,16 @@ func TestDecodeAccepts(t *testing.T) {
 			want: chat.Message{Role: "tool", Content: json.RawMessage(`"hi"`)},
 		},
 		{
+			name: "every role: developer",
+			body: `{"role":"developer","content":"hi"}`,
+			want: chat.Message{Role: "developer", Content: json.RawMessage(`"hi"`)},
+		},
+		{
+			name: "every role: function",
+			body: `{"role":"function","content":"hi"}`,
+			want: chat.Message{Role: "function", Content: json.RawMessage(`"hi"`)},
+		},
+		{
 			name: "all fields",
 			body: `{"role":"user","content":"hi","message_id":"m1","timestamp":"2026-11-26T10:00:00.123+01:00","metadata":{"k":"v"},"user_id":"alice","device_id":"phone","agent_id":"bot"}`,
 			want: chat.Message{Role: "user", Content: json.RawMessage(`"hi"`), MessageID: "m1", Timestamp: "2026-11-26T10:00:00.123+01:00", Metadata: json.RawMessage(`{"k":"v"}`)},
