@@ -377,7 +377,7 @@ func (c *checker) deadLetter(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 	if i := bytes.Index(msg.Data(), head); i >= 0 {
 		marker = digitsAfter(msg.Data()[i+1:], len(head)-1)
 	}
-	conv, _ := chat.ParseSubject(c.cfg.Prefix, stream.KindIn, msg.Headers().Get(headerSubject)) // a bad id still yields its tokens
+	conv, _ := chat.ParseSubject(c.cfg.Prefix, stream.KindIn, msg.Headers().Get(headerSubject)) // a bad id still yields its ids, decoded where they decode
 	if marker == "" && !c.convs[conv] {
 		return
 	}

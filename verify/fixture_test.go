@@ -61,8 +61,14 @@ func newFixture(t *testing.T, e *env, conversations int) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, e: e, rec: NewRecorder(NewRunID()), from: from}
+	// Odd conversations have ids whose subject tokens are encoded, so
+	// that every check maps subjects back to decoded ids.
 	for i := range conversations {
-		f.convs = append(f.convs, chat.Conversation{User: "u-" + f.rec.Run() + "-" + strconv.Itoa(i), Device: "d", Agent: "a"})
+		c := chat.Conversation{User: "u-" + f.rec.Run() + "-" + strconv.Itoa(i), Device: "d", Agent: "a"}
+		if i%2 == 1 {
+			c.User, c.Device, c.Agent = "u."+f.rec.Run()+"@example.com-"+strconv.Itoa(i), "Bob's phone", "100% *>ü"
+		}
+		f.convs = append(f.convs, c)
 	}
 	return f
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // hostileCount is the number of hostile conversations --hostile adds.
-const hostileCount = 8
+const hostileCount = 16
 
 // conversations returns n conversations of run: with hostile, the first
 // hostileCount have hostile ids, the rest are load-<run>-u<i>/d<i%4>/a.
@@ -23,13 +23,15 @@ func conversations(run string, n int, hostile bool) []chat.Conversation {
 	return cs
 }
 
-// hostileConversations are valid ids that break naive key building or
-// escaping. The run id sits in another position or in front, so that runs
-// do not collide, while the hostile characters stay literal.
+// hostileConversations are valid ids that break naive key building,
+// escaping or subject building: Redis key separators, and the bytes a
+// subject token holds only encoded (. * > space %). The run id sits in
+// another position or in front, so that runs do not collide, while the
+// hostile characters stay literal.
 func hostileConversations(run string) []chat.Conversation {
 	p := "load-" + run + "-"
 	long := p + "long-ü-"
-	long += strings.Repeat("x", chat.MaxIDLen-len(long)) // exactly 128 bytes
+	long += strings.Repeat(".", chat.MaxIDLen-len(long)) // exactly 128 bytes, a token three times as long
 	return []chat.Conversation{
 		{User: run + "-user:1", Device: "d", Agent: "a"},
 		{User: p + "braces", Device: "a{b}", Agent: "a"},
@@ -40,5 +42,14 @@ func hostileConversations(run string) []chat.Conversation {
 		// Two triples that share "a:b:c:d" unless ids are escaped.
 		{User: run + "-a:b", Device: "c", Agent: "d"},
 		{User: run + "-a", Device: "b:c", Agent: "d"},
+		{User: p + "alice.smith@example.com", Device: "d", Agent: "a"},
+		{User: p + "spaces", Device: "Bob's phone", Agent: " my bot "},
+		{User: p + "wildcards", Device: "*", Agent: ">"},
+		{User: p + "dots", Device: "..", Agent: "."},
+		{User: run + "-名前 ü", Device: "téléphone", Agent: "a\u00a0b"},
+		{User: p + "mixed", Device: "a.b c:d@e", Agent: "%2A*"},
+		// Two triples that share a subject unless % is encoded too.
+		{User: run + "-p.q", Device: "d", Agent: "a"},
+		{User: run + "-p%2Eq", Device: "d", Agent: "a"},
 	}
 }

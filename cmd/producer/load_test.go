@@ -13,9 +13,9 @@ import (
 )
 
 func TestConversations(t *testing.T) {
-	cs := conversations("run1", 12, true)
-	if len(cs) != 12 {
-		t.Fatalf("%d conversations, want 12", len(cs))
+	cs := conversations("run1", 20, true)
+	if len(cs) != 20 {
+		t.Fatalf("%d conversations, want 20", len(cs))
 	}
 	tags := map[string]bool{}
 	for _, c := range cs {
@@ -39,7 +39,23 @@ func TestConversations(t *testing.T) {
 	if long != 1 || pair != 2 {
 		t.Errorf("%d ids of exactly %d bytes and %d triples sharing an unescaped key, want 1 and 2", long, chat.MaxIDLen, pair)
 	}
-	if got, want := cs[hostileCount], (chat.Conversation{User: "load-run1-u8", Device: "d0", Agent: "a"}); got != want {
+	// Each byte a subject token holds only encoded is in some id, and
+	// the subjects are distinct (two of them only with % encoded).
+	subjects := map[string]bool{}
+	var ids strings.Builder
+	for _, c := range cs {
+		subjects[c.Subject("P", "in")] = true
+		ids.WriteString(c.User + c.Device + c.Agent)
+	}
+	for _, b := range []string{".", "*", ">", " ", "%", "@", ":", "ü"} {
+		if !strings.Contains(ids.String(), b) {
+			t.Errorf("no hostile id holds %q", b)
+		}
+	}
+	if len(subjects) != len(cs) {
+		t.Errorf("%d distinct subjects for %d conversations", len(subjects), len(cs))
+	}
+	if got, want := cs[hostileCount], (chat.Conversation{User: "load-run1-u16", Device: "d0", Agent: "a"}); got != want {
 		t.Errorf("first plain conversation %v, want %v", got, want)
 	}
 }
@@ -56,8 +72,8 @@ func TestLoad(t *testing.T) {
 		minElapsedS   float64
 	}{{
 		name:          "hostile ids, message ids, small window",
-		args:          []string{"--conversations", "9", "--messages", "45", "--hostile", "--size", "200", "--window", "8"},
-		conversations: 9, messages: 45, size: 200, hostile: true, withID: true,
+		args:          []string{"--conversations", "17", "--messages", "51", "--hostile", "--size", "200", "--window", "8"},
+		conversations: 17, messages: 51, size: 200, hostile: true, withID: true,
 	}, {
 		name:          "no message id, paced",
 		args:          []string{"--conversations", "3", "--messages", "21", "--rate", "100", "--no-message-id", "--size", "1"},

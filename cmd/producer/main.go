@@ -36,13 +36,15 @@ send publishes one chat message with content TEXT and waits for its PubAck.
 Without TEXT it publishes each JSON line of standard input as it is; the
 conversation comes from the flags, else from the line's user_id, device_id
 and agent_id. It prints one PubAck (or error) per line and exits 1 if any
-line failed.
+line failed. Ids are given as they are (dots, spaces, @, non-ASCII):
+send writes them into the subject encoded (. * > space % as %2E %2A %3E
+%20 %25).
 
 load publishes --messages of about --size bytes round-robin over
 --conversations, at --rate messages/s (0: as fast as PubAcks allow) with up
 to --window PubAcks pending, then prints a summary (--json: as one JSON
-object on stdout). --hostile includes 8 conversations with hostile ids.
---verify then waits for the workers to drain CHAT_IN, flushes every
+object on stdout). --hostile includes 16 conversations with hostile ids
+(. * > space % @ : and non-ASCII in them). --verify then waits for the workers to drain CHAT_IN, flushes every
 conversation, reads the batches back and checks them against the contract
 (--buffer-size is the workers' CHAT_BUFFER_SIZE). Exit 1 on loss, duplicate,
 misplacement, malformed batch, or a publish that failed after retries.
@@ -281,10 +283,10 @@ func sendCommand(ctx context.Context, c common, args []string, stdin io.Reader, 
 	fs := newFlagSet("send")
 	c.register(fs)
 	var f sendFlags
-	fs.StringVar(&f.user, "user", "", "user id")
-	fs.StringVar(&f.device, "device", "", "device id")
-	fs.StringVar(&f.agent, "agent", "", "agent id")
-	fs.StringVar(&f.role, "role", "user", "role: user, assistant, system or tool")
+	fs.StringVar(&f.user, "user", "", "user id, as it is (encoded into the subject)")
+	fs.StringVar(&f.device, "device", "", "device id, as it is")
+	fs.StringVar(&f.agent, "agent", "", "agent id, as it is")
+	fs.StringVar(&f.role, "role", "user", "role: user, assistant, system, tool, developer or function")
 	fs.StringVar(&f.id, "id", "", "message_id (also the Nats-Msg-Id)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -345,7 +347,7 @@ func loadCommand(ctx context.Context, c common, args []string, getenv func(strin
 	fs.Float64Var(&o.rate, "rate", 0, "messages per second; 0: as fast as PubAcks allow")
 	fs.IntVar(&o.size, "size", 256, "content size in bytes (about)")
 	fs.IntVar(&o.window, "window", 4096, "most PubAcks pending at once")
-	fs.BoolVar(&o.hostile, "hostile", false, "include conversations with hostile ids (needs --conversations >= 8)")
+	fs.BoolVar(&o.hostile, "hostile", false, "include conversations with hostile ids (needs --conversations >= 16)")
 	fs.BoolVar(&o.noMessageID, "no-message-id", false, "publish without message_id")
 	fs.BoolVar(&o.verify, "verify", false, "verify the load end to end after publishing")
 	fs.DurationVar(&o.verifyTimeout, "verify-timeout", 2*time.Minute, "how long --verify waits for every message")

@@ -64,9 +64,9 @@ func TestUsageErrors(t *testing.T) {
 		{"unknown flag", []string{"send", "--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{"two texts", []string{"send", "--user", "u", "--device", "d", "--agent", "a", "hi", "--role", "user"}, 2, "send takes one TEXT argument"},
 		{"text without conversation", []string{"send", "--user", "u", "hi"}, 2, "--device is required"},
-		{"id that is no token", []string{"send", "--user", "u.1", "--device", "d", "--agent", "a", "hi"}, 2, `user id "u.1" cannot be a subject token`},
+		{"id that is no token", []string{"send", "--user", "u\n1", "--device", "d", "--agent", "a", "hi"}, 2, `user id "u\n1" cannot be a subject token`},
 		{"no conversations", []string{"load", "--conversations", "0"}, 2, "--conversations must be at least 1"},
-		{"hostile needs room", []string{"load", "--hostile", "--conversations", "7"}, 2, "--hostile needs --conversations >= 8"},
+		{"hostile needs room", []string{"load", "--hostile", "--conversations", "15"}, 2, "--hostile needs --conversations >= 16"},
 		{"bad duration", []string{"load", "--verify-timeout", "soon"}, 2, "invalid value"},
 		{"arguments to load", []string{"load", "extra"}, 2, "load takes no arguments"},
 	}

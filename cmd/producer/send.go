@@ -10,7 +10,6 @@ import (
 	"io"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -138,18 +137,18 @@ func formatAck(ack *jetstream.PubAck) string {
 	return fmt.Sprintf("stream=%s seq=%d duplicate=%t", ack.Stream, ack.Sequence, ack.Duplicate)
 }
 
-// checkTokens rejects ids that cannot be a subject token at all. Ids that
-// NATS carries but the contract forbids (too long, not UTF-8) pass, so that
-// the workers' bad_id path can be tried.
+// checkTokens rejects ids that cannot be a subject token even encoded
+// (chat.EncodeToken): empty ids, and tabs, carriage returns and newlines,
+// which break the NATS protocol line. Ids that NATS carries but the
+// contract forbids (too long, not UTF-8, other control characters) pass,
+// so that the workers' bad_id path can be tried.
 func checkTokens(c chat.Conversation) error {
 	for _, t := range [...]struct{ name, id string }{{"user", c.User}, {"device", c.Device}, {"agent", c.Agent}} {
 		if t.id == "" {
 			return fmt.Errorf("%s id is empty", t.name)
 		}
-		if i := strings.IndexFunc(t.id, func(r rune) bool {
-			return r == '.' || r == '*' || r == '>' || unicode.IsSpace(r) || unicode.IsControl(r)
-		}); i >= 0 {
-			return fmt.Errorf("%s id %q cannot be a subject token: it contains %q", t.name, t.id, []rune(t.id[i:])[0])
+		if i := strings.IndexAny(t.id, "\t\r\n"); i >= 0 {
+			return fmt.Errorf("%s id %q cannot be a subject token: it contains %q", t.name, t.id, t.id[i])
 		}
 	}
 	return nil

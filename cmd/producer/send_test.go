@@ -78,6 +78,23 @@ func TestSendText(t *testing.T) {
 	}
 }
 
+// TestSendEncodesIDs: send takes ids as they are and publishes them
+// encoded as subject tokens.
+func TestSendEncodesIDs(t *testing.T) {
+	e := newEnv(t)
+	got := runProducer(t.Context(), e.url, "", "send", "--user", "alice.b@example.com", "--device", "Bob's phone", "--agent", "100%*>", "hi")
+	if got.code != 0 {
+		t.Fatalf("send: exit %d, stderr %q", got.code, got.stderr)
+	}
+	msgs := storedIn(t, e)
+	if len(msgs) != 1 {
+		t.Fatalf("CHAT_IN holds %d messages, want 1: %+v", len(msgs), msgs)
+	}
+	if want := "opencontext.chat.in.alice%2Eb@example%2Ecom.Bob's%20phone.100%25%2A%3E"; msgs[0].Subject != want {
+		t.Errorf("published on %q, want %q", msgs[0].Subject, want)
+	}
+}
+
 func TestSendLines(t *testing.T) {
 	const (
 		full    = `{"role":"user","content":"a","user_id":"u1","device_id":"d1","agent_id":"a1","message_id":"m1"}`
@@ -85,6 +102,7 @@ func TestSendLines(t *testing.T) {
 		dotted  = `{"role":"user","content":"c","user_id":"u.x","device_id":"d","agent_id":"a"}`
 		numID   = `{"role":"tool","content":[{"type":"text","text":"d"}],"user_id":"u2","device_id":"d2","agent_id":"a2","message_id":7}`
 		hostile = `{"role":"user","content":"e","user_id":"a:b","device_id":"ü","agent_id":"100%"}`
+		tabbed  = `{"role":"user","content":"f","user_id":"u\tx","device_id":"d","agent_id":"a"}`
 	)
 	tests := []struct {
 		name       string
@@ -96,17 +114,19 @@ func TestSendLines(t *testing.T) {
 		want       []stored
 	}{{
 		name:     "ids from the lines",
-		input:    full + "\n\n" + "not json\n" + bare + "\r\n" + dotted + "\n" + numID + "\n" + hostile,
+		input:    full + "\n\n" + "not json\n" + bare + "\r\n" + dotted + "\n" + numID + "\n" + hostile + "\n" + tabbed,
 		wantCode: 1,
 		wantStdout: "line 1: stream=CHAT_IN seq=1 duplicate=false\n" +
-			"line 6: stream=CHAT_IN seq=2 duplicate=false\n" +
-			"line 7: stream=CHAT_IN seq=3 duplicate=false\n",
+			"line 5: stream=CHAT_IN seq=2 duplicate=false\n" +
+			"line 6: stream=CHAT_IN seq=3 duplicate=false\n" +
+			"line 7: stream=CHAT_IN seq=4 duplicate=false\n",
 		wantStderr: []string{"line 3: not a JSON object", `line 4: no conversation: give --user or "user_id"`,
-			`line 5: user id "u.x" cannot be a subject token`, "producer: 3 line(s) failed"},
+			`line 8: user id "u\tx" cannot be a subject token`, "producer: 3 line(s) failed"},
 		want: []stored{
 			{Subject: "opencontext.chat.in.u1.d1.a1", MsgID: "m1", Body: full},
+			{Subject: "opencontext.chat.in.u%2Ex.d.a", Body: dotted},
 			{Subject: "opencontext.chat.in.u2.d2.a2", Body: numID},
-			{Subject: "opencontext.chat.in.a:b.ü.100%", Body: hostile},
+			{Subject: "opencontext.chat.in.a:b.ü.100%25", Body: hostile},
 		},
 	}, {
 		name:       "flags override, lines complete",
