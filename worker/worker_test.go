@@ -303,6 +303,79 @@ func TestThreeWorkersExactlyOnce(t *testing.T) {
 	}
 }
 
+// TestEncodedSubjectsCarryDecodedIDs: a message on a subject with encoded
+// tokens belongs to the decoded ids. Its body ids compare with them, its
+// batch carries them, and the flush and flushed subjects of its
+// conversation are the encoded ones.
+func TestEncodedSubjectsCarryDecodedIDs(t *testing.T) {
+	e := newEnv(t, natstest.Embedded)
+	e.startWorker(t, time.Hour)
+	alice := chat.Conversation{User: "alice.b", Device: "phone", Agent: "bot"}
+	convs := []chat.Conversation{
+		alice,
+		{User: "bob@example.com", Device: "Bob's phone", Agent: "*>"},
+		{User: "名前 ü", Device: ".", Agent: "100%"},
+		{User: "%2E", Device: "a:b", Agent: " "},
+	}
+	want := sent{}
+	publishRaw := func(subject, body string) {
+		t.Helper()
+		if _, err := e.js.Publish(context.Background(), subject, []byte(body)); err != nil {
+			t.Fatalf("publish to %s: %v", subject, err)
+		}
+	}
+	// Written by hand, as a producer that knows only the contract would.
+	publishRaw(e.cfg.Prefix+".in.alice%2Eb.phone.bot", `{"role":"user","content":"m-hand","user_id":"alice.b","device_id":"phone"}`)
+	want["m-hand"] = alice
+	// The body's ids compare with the decoded ids, not the tokens.
+	mismatch := `{"role":"user","content":"m-mismatch","user_id":"alice%2Eb"}`
+	publishRaw(e.cfg.Prefix+".in.alice%2Eb.phone.bot", mismatch)
+	for i, c := range convs {
+		body, err := json.Marshal(map[string]string{"role": "user", "content": fmt.Sprintf("m-%d", i), "user_id": c.User, "device_id": c.Device, "agent_id": c.Agent})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.publish(t, c, string(body), "")
+		want[fmt.Sprintf("m-%d", i)] = c
+	}
+
+	dead := e.readAll(t, e.cfg.DeadStream, 1)
+	if len(dead) != 1 || string(dead[0].Data()) != mismatch || dead[0].Headers().Get(stream.HeaderReason) != string(chat.ReasonIDMismatch) {
+		var got []string
+		for _, d := range dead {
+			got = append(got, fmt.Sprintf("%s (%s) %s", d.Headers().Get(stream.HeaderReason), d.Headers().Get(stream.HeaderError), d.Data()))
+		}
+		t.Fatalf("dead letters:\n%s\nwant one id_mismatch for %s", strings.Join(got, "\n"), mismatch)
+	}
+	in, err := e.js.Stream(context.Background(), e.cfg.InStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "empty CHAT_IN (every message stored and acked)", func() bool {
+		info, err := in.Info(context.Background())
+		return err == nil && info.State.Msgs == 0
+	})
+	e.flushAll(t, convs)
+
+	msgs := e.readAll(t, e.cfg.FlushedStream, len(convs))
+	if len(msgs) != len(convs) {
+		t.Fatalf("%d batches, want %d (one per conversation)", len(msgs), len(convs))
+	}
+	var batches []chat.Batch
+	for _, m := range msgs {
+		var b chat.Batch
+		if err := json.Unmarshal(m.Data(), &b); err != nil {
+			t.Fatalf("batch is not JSON: %v", err)
+		}
+		c := chat.Conversation{User: b.UserID, Device: b.DeviceID, Agent: b.AgentID}
+		if m.Subject() != e.cfg.Flushed(c) {
+			t.Errorf("batch of %#v on %s, want %s", c, m.Subject(), e.cfg.Flushed(c))
+		}
+		batches = append(batches, b)
+	}
+	check(t, batches, want)
+}
+
 func TestBadInputIsDeadLettered(t *testing.T) {
 	e := newEnv(t, natstest.Embedded)
 	e.startWorker(t, time.Hour)
@@ -314,6 +387,10 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 		{"too large", e.cfg.In(good), `{"role":"user","content":"` + strings.Repeat("x", 70000) + `"}`, chat.ReasonTooLarge},
 		{"bad id: two tokens", e.cfg.Prefix + ".in.alice.phone", `{"role":"user","content":"hi"}`, chat.ReasonBadID},
 		{"bad id: too long", e.cfg.Prefix + ".in." + strings.Repeat("u", 129) + ".d.a", `{"role":"user","content":"hi"}`, chat.ReasonBadID},
+		{"bad id: decoded too long", e.cfg.Prefix + ".in." + strings.Repeat("%2E", 129) + ".d.a", `{"role":"user","content":"hi"}`, chat.ReasonBadID},
+		{"bad id: lowercase escape", e.cfg.Prefix + ".in.alice%2eb.phone.bot", `{"role":"user","content":"hi"}`, chat.ReasonBadID},
+		{"bad id: needless escape", e.cfg.Prefix + ".in.alice.phone%3A1.bot", `{"role":"user","content":"hi"}`, chat.ReasonBadID},
+		{"bad id: lone percent", e.cfg.Prefix + ".in.alice.phone.100%", `{"role":"user","content":"hi"}`, chat.ReasonBadID},
 		{"bad json", e.cfg.In(good), `{"role":"user",`, chat.ReasonBadJSON},
 		{"bad utf-8", e.cfg.In(good), "{\"role\":\"user\",\"content\":\"\xff\"}", chat.ReasonBadJSON},
 		{"not an object", e.cfg.In(good), `["user","hi"]`, chat.ReasonInvalid},
