@@ -47,7 +47,7 @@ func badInputs(tag string, maxPayload int) []*badInput {
 		// fit, with Chatbuf-Truncated: true.
 		{name: "body near max_payload", reason: "too_large", subject: subj, body: padded(1, maxPayload-150)},
 		{name: "129-byte user id", reason: "bad_id", subject: conv(user+"-"+strings.Repeat("u", 129), "d", "a"), body: msg(2, "")},
-		{name: "no-break space in device id", reason: "bad_id", subject: conv(user, "d\u00a0x", "a"), body: msg(3, "")},
+		{name: "lowercase escape in device id", reason: "bad_id", subject: conv(user, "d%2ex", "a"), body: msg(3, "")},
 		{name: "control character in agent id", reason: "bad_id", subject: conv(user, "d", "a\x7f"), body: msg(4, "")},
 		{name: "truncated JSON", reason: "bad_json", subject: subj, body: fmt.Appendf(nil, `{"role":"user","content":"%s-5`, tag)},
 		{name: "invalid UTF-8", reason: "bad_json", subject: subj, body: fmt.Appendf(nil, "{\"role\":\"user\",\"content\":\"%s-6 \xff\xfe\"}", tag)},
