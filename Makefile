@@ -4,7 +4,7 @@ STATICCHECK   ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME      ?= 30s
 TEST_FLAGS    ?= -race -timeout 15m
 
-.PHONY: all build demo test lint deps fuzz bench chaos gobench clean
+.PHONY: all build demo test test-python lint deps fuzz bench chaos gobench clean
 
 all: build
 
@@ -27,9 +27,16 @@ lint:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-## test: deps, lint, then every test with the race detector.
+## test: deps, lint, every Go test with the race detector, then test-python.
 test: deps lint
 	$(GO) test $(TEST_FLAGS) ./...
+	./scripts/test-python.sh
+
+## test-python: the OpenContext consumer's pytest suite (contrib/opencontext)
+## against a private nats-server, redis-server and a worker built from here;
+## a venv in contrib/opencontext/.venv. No test collected is a failure.
+test-python: deps
+	./scripts/test-python.sh
 
 ## fuzz: each fuzz target for FUZZTIME.
 fuzz:
