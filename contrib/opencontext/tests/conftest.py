@@ -56,21 +56,44 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+class NatsServer:
+    """A private nats-server with JetStream that a test can stop and start
+    again on the same port and store."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.binary = find_binary("nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server")
+        self.port = free_port()
+        self.store = tmp_path / "jetstream"
+        self.log = tmp_path / "nats-server.log"
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port),
+                                          "-sd", str(self.store)], stdout=out, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc, "nats-server", self.log)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+
 @pytest.fixture
-def nats_url(tmp_path: Path):
-    """A private nats-server with JetStream; yields its URL."""
-    binary = find_binary("nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server")
-    port = free_port()
-    store = tmp_path / "jetstream"
-    log = tmp_path / "nats-server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
-                                stdout=out, stderr=subprocess.STDOUT)
+def nats_server(tmp_path: Path):
+    server = NatsServer(tmp_path)
+    server.start()
     try:
-        wait_port(port, proc, "nats-server", log)
-        yield f"nats://127.0.0.1:{port}"
+        yield server
     finally:
-        stop(proc)
+        server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server: NatsServer) -> str:
+    """The URL of a private nats-server with JetStream."""
+    return nats_server.url
 
 
 @pytest.fixture

@@ -167,3 +167,75 @@ def test_malformed_batch_is_terminated_with_a_log_and_later_batches_go_on(nats_u
     assert len(errors) == 2, errors
     assert all("malformed batch terminated" in e for e in errors), errors
     assert "not JSON" in errors[0] and "content_format" in errors[1], errors
+
+
+def test_slow_processor_keeps_its_batch_from_another_process(nats_url):
+    """Two processes on one durable: while one's processor works longer than
+    ack_wait, the consumer keeps the batch from being redelivered to the other."""
+    async def body():
+        calls = []
+
+        async def slow(ctx):
+            calls.append(("slow", ctx.object_id))
+            await asyncio.sleep(4.0)  # the processor's work, four times ack_wait
+
+        async def other(ctx):
+            calls.append(("other", ctx.object_id))
+
+        conn = await Connection.connect(nats_url)
+        try:
+            await create_flushed_stream(conn)
+            first = BatchConsumer(slow, config(nats_url, ack_wait=1.0))
+            async with running(first):
+                await publish_batch(conn, example_batch("alice:phone:_#1"))
+                await wait_for("the slow processor to start", lambda: _true(calls))
+                second = BatchConsumer(other, config(nats_url, ack_wait=1.0))
+                async with running(second):
+                    async def done():
+                        return first.stats.handled == 1 and await all_acked(conn)
+                    await wait_for("the slow processor to finish", done)
+                info = await consumer_info(conn)
+            assert calls == [("slow", "alice:phone:_#1")]
+            assert info["num_redelivered"] == 0
+        finally:
+            await conn.close()
+
+    asyncio.run(body())
+
+
+async def _true(xs) -> bool:
+    return bool(xs)
+
+
+def test_consumer_goes_on_after_nats_restarts(nats_server):
+    async def body():
+        calls = []
+
+        async def callback(ctx):
+            calls.append(ctx.object_id)
+
+        conn = await Connection.connect(nats_server.url)
+        await create_flushed_stream(conn)
+        consumer = BatchConsumer(callback, config(nats_server.url, reconnect_max_delay=1.0))
+        async with running(consumer):
+            await publish_batch(conn, example_batch("alice:phone:_#1"))
+            await wait_for("the first batch", lambda: _true(calls))
+            await conn.close()
+            nats_server.stop()
+
+            async def not_ready():
+                return not consumer.ready.is_set()
+            await wait_for("the consumer to notice NATS is gone", not_ready)
+            nats_server.start()
+            conn = await Connection.connect(nats_server.url)
+            try:
+                await publish_batch(conn, example_batch("alice:phone:_#2"))
+
+                async def second():
+                    return len(calls) == 2 and await all_acked(conn)
+                await wait_for("the batch published after the restart", second)
+            finally:
+                await conn.close()
+        assert calls == ["alice:phone:_#1", "alice:phone:_#2"]
+
+    asyncio.run(body())

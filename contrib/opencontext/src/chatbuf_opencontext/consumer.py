@@ -222,6 +222,11 @@ class BatchConsumer:
                 backoff = 0.5
             except (ConnectionClosed, RequestTimeout, OSError) as err:
                 log.warning("chatbuf consumer: NATS connection lost, reconnecting: error=%s", err)
+            except (NATSError, ValueError) as err:
+                # A JetStream API refusal (permissions, a conflicting consumer) or a
+                # garbled answer: said loudly, then tried again on a new connection.
+                log.error("chatbuf consumer: JetStream refused, retrying: stream=%s durable=%s error=%s",
+                          cfg.stream, cfg.durable, err)
             finally:
                 self.ready.clear()
                 await conn.close()
