@@ -15,6 +15,11 @@ venv=$dir/.venv
 debian_site=/usr/lib/python3/dist-packages
 
 command -v "$py" >/dev/null 2>&1 || { echo "test-python: $py not found: install Python 3.10 or newer" >&2; exit 1; }
+# A venv made by another interpreter (PYTHON changed) is made again.
+want=$("$py" -c 'import sys; print(sys.version)')
+if [ -x "$venv/bin/python" ] && [ "$("$venv/bin/python" -c 'import sys; print(sys.version)' 2>/dev/null)" != "$want" ]; then
+  rm -rf "$venv"
+fi
 if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv --system-site-packages "$venv" || {
     echo "test-python: $py -m venv failed (Debian: apt-get install -y python3-venv python3-pip)" >&2
