@@ -144,3 +144,18 @@ def worker(worker_binary: str, nats_url: str, redis_port: int, tmp_path: Path):
         yield log
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def shanghai_time():
+    """Local time 8 hours ahead of UTC (OpenContext's home, as a POSIX TZ that
+    needs no tzdata), so that naive local time differs from naive UTC."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "CST-8"
+    time.tzset()
+    yield
+    if old is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = old
+    time.tzset()

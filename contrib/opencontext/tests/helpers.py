@@ -26,6 +26,10 @@ async def wait_for(what: str, check: Callable[[], Awaitable[bool]], deadline: fl
         await asyncio.sleep(0.05)
 
 
+async def nonempty(xs: list) -> bool:
+    return bool(xs)
+
+
 @contextlib.asynccontextmanager
 async def running(consumer: BatchConsumer) -> AsyncIterator[BatchConsumer]:
     task = asyncio.ensure_future(consumer.run())

@@ -7,31 +7,14 @@ import asyncio
 import datetime
 import json
 import logging
-import os
-import time
 
 import pytest
 
 from chatbuf_opencontext import BatchConsumer, MalformedBatch, parse_batch, parse_time
 from chatbuf_opencontext.natsproto import Connection
 from helpers import (all_acked, config, consumer_info, create_flushed_stream, example_batch,
-                     publish_batch, running, wait_for)
+                     nonempty, publish_batch, running, wait_for)
 from rawcontext import RawContextProperties
-
-
-@pytest.fixture
-def shanghai_time():
-    """Local time 8 hours ahead of UTC (OpenContext's home), so that naive
-    local time differs from naive UTC."""
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "CST-8"
-    time.tzset()
-    yield
-    if old is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
 
 
 def test_parse_time_takes_what_python_3_10_fromisoformat_rejects(shanghai_time):
@@ -188,7 +171,7 @@ def test_slow_processor_keeps_its_batch_from_another_process(nats_url):
             first = BatchConsumer(slow, config(nats_url, ack_wait=1.0))
             async with running(first):
                 await publish_batch(conn, example_batch("alice:phone:_#1"))
-                await wait_for("the slow processor to start", lambda: _true(calls))
+                await wait_for("the slow processor to start", lambda: nonempty(calls))
                 second = BatchConsumer(other, config(nats_url, ack_wait=1.0))
                 async with running(second):
                     async def done():
@@ -203,10 +186,6 @@ def test_slow_processor_keeps_its_batch_from_another_process(nats_url):
     asyncio.run(body())
 
 
-async def _true(xs) -> bool:
-    return bool(xs)
-
-
 def test_consumer_goes_on_after_nats_restarts(nats_server):
     async def body():
         calls = []
@@ -219,7 +198,7 @@ def test_consumer_goes_on_after_nats_restarts(nats_server):
         consumer = BatchConsumer(callback, config(nats_server.url, reconnect_max_delay=1.0))
         async with running(consumer):
             await publish_batch(conn, example_batch("alice:phone:_#1"))
-            await wait_for("the first batch", lambda: _true(calls))
+            await wait_for("the first batch", lambda: nonempty(calls))
             await conn.close()
             nats_server.stop()
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import os
-import time
 
 import pytest
 
@@ -14,19 +12,6 @@ from chatbuf_opencontext import BatchConsumer, default_model
 from chatbuf_opencontext.natsproto import Connection, JSAPIError, js_api, js_publish
 from helpers import PREFIX, config, running, wait_for
 from rawcontext import RawContextProperties
-
-
-@pytest.fixture
-def shanghai_time():
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "CST-8"
-    time.tzset()
-    yield
-    if old is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
 
 
 def utc(text: str) -> datetime.datetime:

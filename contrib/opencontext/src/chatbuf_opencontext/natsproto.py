@@ -88,7 +88,12 @@ class Connection:
     async def connect(cls, url: str, *, name: str = "chatbuf-opencontext",
                       timeout: float = 5.0) -> "Connection":
         conn = cls()
-        await asyncio.wait_for(conn._connect(url, name), timeout)
+        try:
+            await asyncio.wait_for(conn._connect(url, name), timeout)
+        except BaseException:
+            if conn._writer is not None:
+                conn._writer.close()
+            raise
         return conn
 
     async def _connect(self, url: str, name: str) -> None:
