@@ -7,10 +7,11 @@ import asyncio
 import datetime
 import json
 import logging
+import sys
 
 import pytest
 
-from chatbuf_opencontext import BatchConsumer, MalformedBatch, parse_batch, parse_time
+from chatbuf_opencontext import BatchConsumer, MalformedBatch, default_model, parse_batch, parse_time
 from chatbuf_opencontext.natsproto import Connection
 from helpers import (all_acked, config, consumer_info, create_flushed_stream, example_batch,
                      nonempty, publish_batch, running, wait_for)
@@ -218,3 +219,32 @@ def test_consumer_goes_on_after_nats_restarts(nats_server):
         assert calls == ["alice:phone:_#1", "alice:phone:_#2"]
 
     asyncio.run(body())
+
+
+@pytest.fixture
+def fake_opencontext(tmp_path, monkeypatch):
+    """An importable `opencontext` package whose RawContextProperties is the
+    tests' model under OpenContext's module path."""
+    pkg = tmp_path / "opencontext" / "models"
+    pkg.mkdir(parents=True)
+    (tmp_path / "opencontext" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield pkg
+    for name in [n for n in sys.modules if n == "opencontext" or n.startswith("opencontext.")]:
+        del sys.modules[name]
+
+
+def test_opencontexts_own_class_is_used_when_installed(fake_opencontext):
+    (fake_opencontext / "context.py").write_text("from rawcontext import RawContextProperties\n")
+    import rawcontext
+
+    assert default_model() is rawcontext.RawContextProperties
+    ctx = parse_batch(json.dumps(example_batch()).encode())
+    assert type(ctx) is rawcontext.RawContextProperties
+
+
+def test_an_installed_opencontext_that_fails_to_import_is_not_hidden(fake_opencontext):
+    (fake_opencontext / "context.py").write_text("import opencontext.missing_dependency\n")
+    with pytest.raises(ImportError, match="missing_dependency"):
+        default_model()

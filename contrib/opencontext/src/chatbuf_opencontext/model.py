@@ -8,6 +8,7 @@ defaults; extra keys in a batch are ignored, as pydantic does by default.
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import uuid
 from enum import Enum
 from typing import Any, Dict, Optional, Type
@@ -49,9 +50,13 @@ class RawContextProperties(BaseModel):
 
 
 def default_model() -> Type[BaseModel]:
-    """OpenContext's RawContextProperties when opencontext is importable, else the copy."""
-    try:
-        from opencontext.models.context import RawContextProperties as theirs  # type: ignore
-    except ImportError:
+    """OpenContext's RawContextProperties when opencontext is installed, else the copy.
+
+    An installed opencontext that fails to import raises: a silent fallback to
+    the copy would hide it.
+    """
+    if importlib.util.find_spec("opencontext") is None:
         return RawContextProperties
+    from opencontext.models.context import RawContextProperties as theirs  # type: ignore
+
     return theirs
