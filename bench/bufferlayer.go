@@ -140,6 +140,10 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 	full := buffer.Want{Max: bufferSize, Min: bufferSize, Reason: chat.TriggerSize}
 	rest := buffer.Want{Max: bufferSize, Min: 1, Reason: chat.TriggerManual}
 
+	aof0, err := r.aofState(ctx)
+	if err != nil {
+		return res, err
+	}
 	redisCPU0, err := cpuTime(r.p.pid())
 	if err != nil {
 		return res, err
@@ -204,6 +208,14 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 		res.RedisCPUus = perMsgUS(redisCPU1-redisCPU0, total)
 	}
 	res.ClientCPUus = perMsgUS(selfCPU()-selfCPU0, total)
-	res.RedisCommands, err = r.commandCosts(ctx, float64(total))
-	return res, err
+	aof1, err := r.aofState(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.AOF = aof1.costSince(aof0, float64(total))
+	if res.RedisCommands, err = r.commandCosts(ctx, float64(total)); err != nil {
+		return res, err
+	}
+	res.WritesPerMsg = writesPerMsg(res.RedisCommands)
+	return res, nil
 }

@@ -21,6 +21,7 @@ import (
 // bench's defaults.
 type drainSpec struct {
 	nats  *natsBinary
+	redis *redisServer
 	convs int
 	msgs  int
 	env   map[string]string
@@ -46,17 +47,18 @@ func (s drainSpec) bufferSize() int {
 
 // workerEnv is the worker's whole environment: nothing is inherited but
 // PATH and HOME, so that REDIS_* or NATS_* of the caller cannot leak in.
-func workerEnv(redisPort int, natsURL, metricsAddr string, extra map[string]string) []string {
+func workerEnv(redisPort int, natsURL, metricsAddr string, maxAckPending int, extra map[string]string) []string {
 	env := map[string]string{
-		"PATH":             os.Getenv("PATH"),
-		"HOME":             os.Getenv("HOME"),
-		"REDIS_HOST":       "127.0.0.1",
-		"REDIS_PORT":       strconv.Itoa(redisPort),
-		"NATS_URL":         natsURL,
-		"METRICS_ADDR":     metricsAddr,
-		"CHAT_BUFFER_SIZE": strconv.Itoa(bufferSize),
-		"LOG_LEVEL":        "warn",
-		"SHUTDOWN_TIMEOUT": "5s",
+		"CHAT_MAX_ACK_PENDING": strconv.Itoa(maxAckPending),
+		"PATH":                 os.Getenv("PATH"),
+		"HOME":                 os.Getenv("HOME"),
+		"REDIS_HOST":           "127.0.0.1",
+		"REDIS_PORT":           strconv.Itoa(redisPort),
+		"NATS_URL":             natsURL,
+		"METRICS_ADDR":         metricsAddr,
+		"CHAT_BUFFER_SIZE":     strconv.Itoa(bufferSize),
+		"LOG_LEVEL":            "warn",
+		"SHUTDOWN_TIMEOUT":     "5s",
 	}
 	maps.Copy(env, extra)
 	out := make([]string, 0, len(env))
@@ -72,7 +74,7 @@ type workerProc struct {
 	metrics string // base URL
 }
 
-func startWorker(h *harness, natsURL string, extra map[string]string) (*workerProc, error) {
+func startWorker(h *harness, rs *redisServer, natsURL string, extra map[string]string) (*workerProc, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -80,7 +82,7 @@ func startWorker(h *harness, natsURL string, extra map[string]string) (*workerPr
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	h.workers++
 	p, err := h.ps.start("worker", h.tmpPath(fmt.Sprintf("worker-%d.log", h.workers)),
-		workerEnv(h.redis.port, natsURL, addr, extra), h.workerBin)
+		workerEnv(rs.port, natsURL, addr, h.opts.maxAckPending, extra), h.workerBin)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +179,8 @@ func (w *workerProc) ready(ctx context.Context, timeout time.Duration) error {
 // the worker until its chatbuf_batch_messages_total reaches the load.
 func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, error) {
 	var res drainResult
-	n, cfg, err := freshSystem(ctx, h, s.nats, "nats-drain")
+	rs := s.redis
+	n, cfg, err := freshSystem(ctx, h, s.nats, rs, "nats-drain")
 	if err != nil {
 		return res, err
 	}
@@ -186,16 +189,20 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 		return res, err
 	}
 
-	if err := h.redis.resetStats(ctx); err != nil {
+	if err := rs.resetStats(ctx); err != nil {
 		return res, err
 	}
-	redisCPU0, err1 := cpuTime(h.redis.p.pid())
+	aof0, err := rs.aofState(ctx)
+	if err != nil {
+		return res, err
+	}
+	redisCPU0, err1 := cpuTime(rs.p.pid())
 	natsCPU0, err2 := cpuTime(n.p.pid())
 	if err1 != nil || err2 != nil {
 		return res, fmt.Errorf("read server CPU: %v %v", err1, err2)
 	}
 	start := time.Now()
-	w, err := startWorker(h, n.url, s.env)
+	w, err := startWorker(h, rs, n.url, s.env)
 	if err != nil {
 		return res, err
 	}
@@ -234,7 +241,7 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 		}
 	}
 	elapsed := time.Since(start)
-	redisCPU1, err1 := cpuTime(h.redis.p.pid())
+	redisCPU1, err1 := cpuTime(rs.p.pid())
 	natsCPU1, err2 := cpuTime(n.p.pid())
 	rss, err3 := peakRSS(w.p.pid())
 	if err1 != nil || err2 != nil || err3 != nil {
@@ -265,7 +272,7 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 		res.FlushMeanMS = 1000 * m["chatbuf_flush_duration_seconds_sum"] / n
 	}
 	res.WorkerPeakRSSMiB = float64(rss) / (1 << 20)
-	res.RedisUsedMiB = h.redis.usedMiB(ctx)
+	res.RedisUsedMiB = rs.usedMiB(ctx)
 	res.Batches = map[string]float64{}
 	for _, r := range []string{"size", "age", "manual"} {
 		if v := m[`chatbuf_batches_total{reason="`+r+`"}`]; v > 0 {
@@ -276,21 +283,31 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 	res.Duplicates = m["chatbuf_messages_deduplicated_total"]
 	res.Dead = m["chatbuf_messages_dead_total"]
 	res.InBatches = m["chatbuf_batch_messages_total"]
-	if res.RedisCommands, err = h.redis.commandCosts(ctx, msgs); err != nil {
+	aof1, err := rs.aofState(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.AOF = aof1.costSince(aof0, msgs)
+	if res.RedisCommands, err = rs.commandCosts(ctx, msgs); err != nil {
+		return res, err
+	}
+	res.WritesPerMsg = writesPerMsg(res.RedisCommands)
+	if res.MaxAckPending, err = maxAckPending(ctx, n, cfg); err != nil {
 		return res, err
 	}
 	return res, nil
 }
 
 // freshSystem starts a nats-server on an empty store under name, empties
-// Redis and creates the streams with the default settings.
-func freshSystem(ctx context.Context, h *harness, bin *natsBinary, name string) (*natsServer, stream.Config, error) {
-	cfg := stream.Config{}.WithDefaults()
+// rs and creates the streams with the default settings but the consumer's
+// MaxAckPending, --max-ack-pending.
+func freshSystem(ctx context.Context, h *harness, bin *natsBinary, rs *redisServer, name string) (*natsServer, stream.Config, error) {
+	cfg := h.streamConfig()
 	n, err := startNATS(ctx, h.ps, bin, h.tmpPath(name))
 	if err != nil {
 		return nil, cfg, err
 	}
-	if err := h.redis.flush(ctx); err != nil {
+	if err := rs.flush(ctx); err != nil {
 		n.stop()
 		return nil, cfg, err
 	}
@@ -299,4 +316,24 @@ func freshSystem(ctx context.Context, h *harness, bin *natsBinary, name string) 
 		return nil, cfg, err
 	}
 	return n, cfg, nil
+}
+
+// streamConfig is the streams' configuration: the defaults, with the
+// workers' MaxAckPending.
+func (h *harness) streamConfig() stream.Config {
+	return stream.Config{MaxAckPending: h.opts.maxAckPending}.WithDefaults()
+}
+
+// maxAckPending reads the consumer's MaxAckPending from the server.
+func maxAckPending(ctx context.Context, n *natsServer, cfg stream.Config) (int, error) {
+	nc, js, err := n.connect()
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	c, err := js.Consumer(ctx, cfg.InStream, cfg.Consumer)
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s: %w", cfg.Consumer, err)
+	}
+	return c.CachedInfo().Config.MaxAckPending, nil
 }

@@ -52,7 +52,7 @@ func (h *harness) growthRow(ctx context.Context, name string, convs, msgs int) *
 	if !spec.fullBuffers() || msgs > longRow {
 		rounds = o.growthRounds
 	}
-	row := &Row[drainResult]{Name: name, NATS: h.current, Conversations: convs, Messages: msgs, Env: spec.env, Notes: spec.notes}
+	row := &Row[drainResult]{Name: name, NATS: h.current, Redis: spec.redis.cfg.Label(), Conversations: convs, Messages: msgs, Env: spec.env, Notes: spec.notes}
 	for i := range rounds {
 		h.drainRound(ctx, row, spec, fmt.Sprintf("round %d/%d: %s drain", i+1, rounds, name))
 	}
@@ -71,7 +71,7 @@ func (h *harness) growthRow(ctx context.Context, name string, convs, msgs int) *
 func (h *harness) growthRows() []*Row[drainResult] {
 	rows := slices.Clone(h.res.Growth)
 	for _, d := range h.res.Drain {
-		if d.NATS == h.current && !slices.ContainsFunc(rows, func(r *Row[drainResult]) bool { return r.Conversations == d.Conversations }) {
+		if d.NATS == h.current && d.Redis == h.redis.cfg.Label() && !slices.ContainsFunc(rows, func(r *Row[drainResult]) bool { return r.Conversations == d.Conversations }) {
 			c := *d // a copy: its relative figure is the growth table's own
 			c.Name = "drain (as above)"
 			rows = append(rows, &c)

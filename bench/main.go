@@ -82,7 +82,8 @@ type harness struct {
 	tmp       string
 	binDir    string
 	workerBin string
-	redis     *redisServer
+	redises   []*redisServer // one per --aof configuration
+	redis     *redisServer   // the first: the server of the phases that run on one
 	current   *natsBinary
 	debian    *natsBinary
 	workers   int
@@ -105,7 +106,9 @@ func (h *harness) failed(what string, err error) string {
 
 // close stops every process and removes the temporary directory.
 func (h *harness) close() {
-	h.redis.close()
+	for _, r := range h.redises {
+		r.close()
+	}
 	h.ps.stopAll()
 	switch {
 	case h.tmp == "":
@@ -120,7 +123,11 @@ func (h *harness) run(ctx context.Context) error {
 	if err := h.setup(ctx); err != nil {
 		return err
 	}
-	h.logf("servers: %s; %s", h.res.Redis.Version, strings.Join(natsVersions(h.res.NATS), ", "))
+	var configs []string
+	for _, c := range h.res.Redis.Configs {
+		configs = append(configs, c.Label())
+	}
+	h.logf("servers: %s (%s); %s", h.res.Redis.Version, strings.Join(configs, ", "), strings.Join(natsVersions(h.res.NATS), ", "))
 
 	o := h.opts
 	if o.only["redis"] {
@@ -197,11 +204,16 @@ func (h *harness) setup(ctx context.Context) error {
 		h.debian = &natsBinary{Label: "debian", Path: h.opts.debianNATS, Version: v}
 		r.NATS = append(r.NATS, h.debian)
 	}
-	if h.redis, err = startRedis(ctx, h.ps, h.tmpPath("redis")); err != nil {
-		return err
+	for _, c := range h.opts.redis {
+		rs, err := startRedis(ctx, h.ps, h.tmpPath("redis-"+c.AOF), c)
+		if err != nil {
+			return err
+		}
+		h.redises = append(h.redises, rs)
+		r.Redis.Configs = append(r.Redis.Configs, c)
 	}
+	h.redis = h.redises[0]
 	r.Redis.Version = strings.TrimSpace(strings.Split(h.redis.version, "sha=")[0])
-	r.Redis.Flags = `--save "" --appendonly no`
 	return nil
 }
 

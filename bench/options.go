@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/opencontext/chatbuf/stream"
 )
 
 // phases of a sitting, in order.
@@ -38,6 +40,9 @@ type options struct {
 	debianNATS    string
 	natsVersion   string
 	keep          bool
+	redis         []redisConfig
+	maxAckPending int
+	corpus        int
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -54,7 +59,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.growthCap, o.growthTimebox, o.growthAge, o.steady, o.benchN = 10_000, time.Minute, 500, 3*time.Second, 100_000
 		growth = "50,1000"
 	}
-	only := strings.Join(phases, ",")
+	only, aof := strings.Join(phases, ","), "off,everysec"
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&o.smoke, "smoke", smoke, "quick mode for CI: small counts, 1 round, current nats-server only, tiny growth rows")
@@ -77,6 +82,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.out, "out", filepath.Join("bench", "results"), "directory of the results")
 	fs.StringVar(&o.debianNATS, "debian-nats", "/usr/sbin/nats-server", "Debian's nats-server")
 	fs.StringVar(&o.natsVersion, "nats-version", "v2.15.2", "version of the current nats-server to go install")
+	fs.StringVar(&aof, "aof", aof, "comma-separated redis-server configurations of the redis and drain phases, each its own redis-server: "+
+		"off (no persistence), everysec, always (appendonly yes with that appendfsync); the other phases run on the first")
+	fs.IntVar(&o.maxAckPending, "max-ack-pending", stream.DefaultMaxAckPending,
+		"the consumer's MaxAckPending, in the JetStream reference and the worker's CHAT_MAX_ACK_PENDING alike")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (server stores, worker logs) for a look afterwards")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -110,6 +119,24 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.baseConvs <= 0 {
 		o.baseConvs = o.conversations
+	}
+	for a := range strings.SplitSeq(aof, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		if !slices.Contains(aofModes, a) {
+			return o, fmt.Errorf("--aof: unknown configuration %q (want %s)", a, strings.Join(aofModes, ", "))
+		}
+		if slices.ContainsFunc(o.redis, func(c redisConfig) bool { return c.AOF == a }) {
+			return o, fmt.Errorf("--aof: %q twice", a)
+		}
+		o.redis = append(o.redis, newRedisConfig(a))
+	}
+	if len(o.redis) == 0 {
+		return o, errors.New("--aof: at least one configuration")
+	}
+	if o.maxAckPending < 1 {
+		return o, errors.New("--max-ack-pending must be at least 1")
 	}
 	o.only = map[string]bool{}
 	for p := range strings.SplitSeq(only, ",") {

@@ -34,93 +34,148 @@ func round[T any](ctx context.Context, h *harness, row *Row[T], what string, f f
 	return true
 }
 
-// measureRedisSide runs reference (1) and the buffer layer, round by round
-// interleaved, so that each round's figures share the machine's mood.
+// The buffer layer's rows.
+const (
+	bufBatched = "AppendBatch, 256 messages per call"
+	bufSingle  = "one round trip per message (AppendBatch of 1)"
+)
+
+// measureRedisSide runs reference (1) and the buffer layer on each Redis
+// configuration, round by round interleaved, so that each round's figures
+// share the machine's mood; one round trip per message runs on the first
+// configuration only.
 func (h *harness) measureRedisSide(ctx context.Context) {
 	o := h.opts
 	lanes := runtime.NumCPU()
 	r := &h.res
-	r.RedisRef = Row[float64]{Name: "redis-benchmark RPUSH", Messages: o.benchN}
 	note := fmt.Sprintf("%d lanes (goroutines, conversations split between them as the worker's lanes are); each lane appends, then claims and commits "+
 		"the buffers that call filled in one ClaimMany and one CommitMany, as the worker's grouped flush does (max 10 min 10), "+
 		"and at the end the partial ones; fence 1, no lock", lanes)
-	batched := &Row[bufferResult]{Name: "AppendBatch, 256 messages per call", Conversations: o.conversations, Messages: o.messages, Notes: []string{note}}
-	single := &Row[bufferResult]{Name: "one round trip per message (AppendBatch of 1)", Conversations: o.conversations, Messages: o.messages}
-	r.Buffer = []*Row[bufferResult]{batched, single}
+	type variant struct {
+		row   *Row[bufferResult]
+		batch int
+	}
+	type server struct {
+		rs       *redisServer
+		ref      *Row[float64]
+		variants []variant
+	}
+	var servers []server
+	for i, rs := range h.redises {
+		label := rs.cfg.Label()
+		s := server{rs: rs, ref: &Row[float64]{Name: "redis-benchmark RPUSH", Redis: label, Messages: o.benchN}}
+		batched := &Row[bufferResult]{Name: bufBatched, Redis: label, Conversations: o.conversations, Messages: o.messages, Notes: []string{note}}
+		s.variants = append(s.variants, variant{batched, 256})
+		if i == 0 {
+			single := &Row[bufferResult]{Name: bufSingle, Redis: label, Conversations: o.conversations, Messages: o.messages}
+			s.variants = append(s.variants, variant{single, 1})
+		}
+		r.RedisRef = append(r.RedisRef, s.ref)
+		for _, v := range s.variants {
+			r.Buffer = append(r.Buffer, v.row)
+		}
+		servers = append(servers, s)
+	}
 
 	h.logf("building %s buffer items", num(float64(o.messages), 0))
 	items := bufferItems(o.messages, o.conversations, lanes)
 	for i := range o.rounds {
-		h.logf("round %d/%d: redis-benchmark RPUSH -n %d", i+1, o.rounds, o.benchN)
-		if round(ctx, h, &r.RedisRef, "redis-benchmark", func() (float64, error) { return redisBenchRound(ctx, h.redis, o.benchN) }) {
-			h.logf("  %s req/s", rate(r.RedisRef.Rounds[len(r.RedisRef.Rounds)-1]))
-		}
-		for _, x := range []struct {
-			row   *Row[bufferResult]
-			batch int
-		}{{batched, 256}, {single, 1}} {
-			h.logf("round %d/%d: buffer layer, %s", i+1, o.rounds, x.row.Name)
-			if round(ctx, h, x.row, "buffer layer: "+x.row.Name, func() (bufferResult, error) { return bufferRound(ctx, h.redis, items, x.batch) }) {
-				v := x.row.Rounds[len(x.row.Rounds)-1]
-				h.logf("  %s msgs/s, %.3f round trips/msg", rate(v.Rate), v.RoundTripsPerMsg)
+		for _, s := range servers {
+			label := s.rs.cfg.Label()
+			h.logf("round %d/%d: redis-benchmark RPUSH -n %d, %s", i+1, o.rounds, o.benchN, label)
+			if round(ctx, h, s.ref, "redis-benchmark, "+label, func() (float64, error) { return redisBenchRound(ctx, s.rs, o.benchN) }) {
+				h.logf("  %s req/s", rate(s.ref.Rounds[len(s.ref.Rounds)-1]))
+			}
+			for _, x := range s.variants {
+				h.logf("round %d/%d: buffer layer, %s, %s", i+1, o.rounds, x.row.Name, label)
+				if round(ctx, h, x.row, "buffer layer: "+x.row.Name+", "+label, func() (bufferResult, error) { return bufferRound(ctx, s.rs, items, x.batch) }) {
+					v := x.row.Rounds[len(x.row.Rounds)-1]
+					h.logf("  %s msgs/s, %.3f round trips/msg, %.2f Redis writes/msg", rate(v.Rate), v.RoundTripsPerMsg, v.WritesPerMsg)
+				}
 			}
 		}
 	}
-	r.RedisRef.Median = median(r.RedisRef.Rounds)
-	for _, x := range r.Buffer {
-		x.finish()
-		if x.ok() && r.RedisRef.ok() {
-			x.Ratio, x.RatioTo = x.Median.Rate/r.RedisRef.Median, "ref (1)"
+	for _, s := range servers {
+		s.ref.Median = median(s.ref.Rounds)
+		for _, x := range s.variants {
+			x.row.finish()
+			if x.row.ok() && s.ref.ok() {
+				x.row.Ratio, x.row.RatioTo = x.row.Median.Rate/s.ref.Median, "ref (1), "+s.rs.cfg.Label()
+			}
 		}
 	}
 }
 
-// measureDrains runs reference (2) and the drain on each nats-server, all
-// four interleaved round by round, so that a slow spell of the machine
-// falls on every figure alike.
+// redisRef returns reference (1) measured on the configuration label.
+func (h *harness) redisRef(label string) *Row[float64] {
+	for _, r := range h.res.RedisRef {
+		if r.Redis == label && r.ok() {
+			return r
+		}
+	}
+	return nil
+}
+
+// bufferRow returns the buffer layer's row name on the configuration label.
+func (h *harness) bufferRow(name, label string) *Row[bufferResult] {
+	for _, r := range h.res.Buffer {
+		if r.Name == name && r.Redis == label && r.ok() {
+			return r
+		}
+	}
+	return nil
+}
+
+// measureDrains runs reference (2) and the drain on each nats-server, the
+// drain once per Redis configuration, all interleaved round by round, so
+// that a slow spell of the machine falls on every figure alike.
 func (h *harness) measureDrains(ctx context.Context) {
 	o := h.opts
-	type pair struct {
-		bin   *natsBinary
-		ref   *Row[jsRefResult]
-		drain *Row[drainResult]
-		spec  drainSpec
+	type server struct {
+		bin    *natsBinary
+		ref    *Row[jsRefResult]
+		drains []*Row[drainResult]
+		specs  []drainSpec
 	}
-	var pairs []pair
+	var servers []server
 	for _, bin := range h.drainServers() {
-		spec := h.drainSpec(bin, o.conversations, o.messages, nil)
-		p := pair{
-			bin:   bin,
-			ref:   &Row[jsRefResult]{Name: "JetStream consume+ack", NATS: bin, Conversations: o.conversations, Messages: o.messages},
-			drain: &Row[drainResult]{Name: "drain", NATS: bin, Conversations: o.conversations, Messages: o.messages, Env: spec.env, Notes: spec.notes},
-			spec:  spec,
+		s := server{bin: bin, ref: &Row[jsRefResult]{Name: "JetStream consume+ack", NATS: bin, Conversations: o.conversations, Messages: o.messages}}
+		h.res.JSRef = append(h.res.JSRef, s.ref)
+		for _, rs := range h.redises {
+			spec := h.drainSpec(bin, o.conversations, o.messages, nil)
+			spec.redis = rs
+			d := &Row[drainResult]{Name: "drain", NATS: bin, Redis: rs.cfg.Label(), Conversations: o.conversations, Messages: o.messages, Env: spec.env, Notes: spec.notes}
+			s.drains, s.specs = append(s.drains, d), append(s.specs, spec)
+			h.res.Drain = append(h.res.Drain, d)
 		}
-		h.res.JSRef = append(h.res.JSRef, p.ref)
-		h.res.Drain = append(h.res.Drain, p.drain)
-		pairs = append(pairs, p)
+		servers = append(servers, s)
 	}
 	for i := range o.rounds {
-		for _, p := range pairs {
-			h.logf("round %d/%d: JetStream consume+ack reference, %s messages, %s", i+1, o.rounds, num(float64(o.messages), 0), p.bin.Version)
-			if round(ctx, h, p.ref, "JetStream reference "+p.bin.Version, func() (jsRefResult, error) {
-				return jsRefRound(ctx, h, p.bin, o.messages, o.conversations)
+		for _, s := range servers {
+			h.logf("round %d/%d: JetStream consume+ack reference, %s messages, %s", i+1, o.rounds, num(float64(o.messages), 0), s.bin.Version)
+			if round(ctx, h, s.ref, "JetStream reference "+s.bin.Version, func() (jsRefResult, error) {
+				return jsRefRound(ctx, h, s.bin, o.messages, o.conversations)
 			}) {
-				h.logf("  %s msgs/s", rate(p.ref.Rounds[len(p.ref.Rounds)-1].Rate))
+				h.logf("  %s msgs/s", rate(s.ref.Rounds[len(s.ref.Rounds)-1].Rate))
 			}
-			h.drainRound(ctx, p.drain, p.spec, fmt.Sprintf("round %d/%d: drain", i+1, o.rounds))
+			for j, d := range s.drains {
+				h.drainRound(ctx, d, s.specs[j], fmt.Sprintf("round %d/%d: drain", i+1, o.rounds))
+			}
 		}
 	}
-	for _, p := range pairs {
-		p.ref.finish()
-		p.drain.finish()
-		h.ratioToRef(p.drain)
+	for _, s := range servers {
+		s.ref.finish()
+		for _, d := range s.drains {
+			d.finish()
+			h.ratioToRef(d)
+		}
 	}
 }
 
 // drainSpec builds a drain of msgs over convs; when buffers do not all fill,
 // the worker flushes by age with a small CHAT_FLUSH_MAX_AGE.
 func (h *harness) drainSpec(bin *natsBinary, convs, msgs int, env map[string]string) drainSpec {
-	s := drainSpec{nats: bin, convs: convs, msgs: msgs, env: maps.Clone(env)}
+	s := drainSpec{nats: bin, redis: h.redis, convs: convs, msgs: msgs, env: maps.Clone(env)}
 	if s.env == nil {
 		s.env = map[string]string{}
 	}
@@ -133,12 +188,12 @@ func (h *harness) drainSpec(bin *natsBinary, convs, msgs int, env map[string]str
 }
 
 func (h *harness) drainRound(ctx context.Context, row *Row[drainResult], s drainSpec, what string) {
-	h.logf("%s: %s messages over %s conversations, %s %s", what, num(float64(s.msgs), 0), num(float64(s.convs), 0), s.nats.Version, envString(s.env))
-	if round(ctx, h, row, fmt.Sprintf("drain %s conversations %s %s", num(float64(s.convs), 0), s.nats.Version, envString(s.env)),
+	h.logf("%s: %s messages over %s conversations, %s, Redis %s %s", what, num(float64(s.msgs), 0), num(float64(s.convs), 0), s.nats.Version, s.redis.cfg.Label(), envString(s.env))
+	if round(ctx, h, row, fmt.Sprintf("drain %s conversations %s %s %s", num(float64(s.convs), 0), s.nats.Version, s.redis.cfg.Label(), envString(s.env)),
 		func() (drainResult, error) { return drainRound(ctx, h, s) }) {
 		v := row.Rounds[len(row.Rounds)-1]
-		h.logf("  %s msgs/s in %.1fs (preload %s msgs/s); %.3f round trips/msg, worker %.1f µs/msg, peak RSS %.1f MiB",
-			rate(v.Rate), v.ElapsedS, rate(v.PreloadRate), v.RoundTripsPerMsg, v.WorkerCPUus, v.WorkerPeakRSSMiB)
+		h.logf("  %s msgs/s in %.1fs (preload %s msgs/s); %.3f round trips/msg, %.2f Redis writes/msg, worker %.1f µs/msg, peak RSS %.1f MiB",
+			rate(v.Rate), v.ElapsedS, rate(v.PreloadRate), v.RoundTripsPerMsg, v.WritesPerMsg, v.WorkerCPUus, v.WorkerPeakRSSMiB)
 	}
 }
 
@@ -166,15 +221,16 @@ func (h *harness) ratioToRef(row *Row[drainResult]) {
 	}
 }
 
-// mainDrain is the drain on the current nats-server, else the first one.
+// mainDrain is the drain on the current nats-server, else the first one,
+// on the first Redis configuration.
 func (h *harness) mainDrain() *Row[drainResult] {
 	for _, d := range h.res.Drain {
-		if d.NATS == h.current && d.ok() {
+		if d.NATS == h.current && d.Redis == h.redis.cfg.Label() && d.ok() {
 			return d
 		}
 	}
 	for _, d := range h.res.Drain {
-		if d.ok() {
+		if d.Redis == h.redis.cfg.Label() && d.ok() {
 			return d
 		}
 	}
@@ -212,7 +268,7 @@ func (h *harness) measureBaseline(ctx context.Context) {
 		case env["CHAT_BUFFER_SIZE"] != "":
 			name = "batches twice as large: CHAT_BUFFER_SIZE=" + env["CHAT_BUFFER_SIZE"]
 		}
-		row := &Row[drainResult]{Name: name, NATS: bin, Conversations: o.baseConvs, Messages: o.baseMessages, Env: spec.env, Notes: spec.notes}
+		row := &Row[drainResult]{Name: name, NATS: bin, Redis: spec.redis.cfg.Label(), Conversations: o.baseConvs, Messages: o.baseMessages, Env: spec.env, Notes: spec.notes}
 		rows = append(rows, row)
 	}
 	h.res.Baseline = rows
@@ -262,7 +318,7 @@ func (h *harness) measureSteady(ctx context.Context) {
 		return
 	}
 	rate := main.Median.Rate / 2
-	row := &Row[steadyResult]{Name: "steady state", NATS: h.current, Conversations: steadyConvs,
+	row := &Row[steadyResult]{Name: "steady state", NATS: h.current, Redis: h.redis.cfg.Label(), Conversations: steadyConvs,
 		Notes: []string{fmt.Sprintf("rate = half the drain's %s msgs/s on %s", num(main.Median.Rate, 0), main.NATS.Version)}}
 	h.res.Steady = row
 	for i := range o.rounds {

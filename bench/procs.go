@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,7 +18,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 )
 
 // procs owns every long-running process the harness starts, so that all of
@@ -170,82 +167,6 @@ func version(ctx context.Context, bin string) (string, error) {
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return line, nil
-}
-
-// --- Redis ---
-
-// redisFlags are the bench's redis-server settings: no persistence at all.
-var redisFlags = []string{"--save", "", "--appendonly", "no"}
-
-// redisServer is the private redis-server of the sitting.
-type redisServer struct {
-	p       *proc
-	port    int
-	addr    string
-	version string
-	rdb     *redis.Client
-}
-
-func startRedis(ctx context.Context, ps *procs, dir string) (*redisServer, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, fmt.Errorf("redis-server not found in PATH (make deps installs it): %w", err)
-	}
-	ver, err := version(ctx, bin)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	var lastErr error
-	for range 5 {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		args := append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
-			"--protected-mode", "no", "--daemonize", "no"}, redisFlags...)
-		p, err := ps.start("redis-server", filepath.Join(dir, "redis.log"), nil, bin, args...)
-		if err != nil {
-			return nil, err
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		rdb := redis.NewClient(&redis.Options{Addr: addr})
-		if lastErr = waitFor(ctx, p, 10*time.Second, func() error { return rdb.Ping(ctx).Err() }); lastErr == nil {
-			return &redisServer{p: p, port: port, addr: addr, version: ver, rdb: rdb}, nil
-		}
-		rdb.Close()
-		p.stop(time.Second)
-	}
-	return nil, fmt.Errorf("redis-server did not come up: %w", lastErr)
-}
-
-// flush empties the server between measurements.
-func (r *redisServer) flush(ctx context.Context) error {
-	return r.rdb.FlushAll(ctx).Err()
-}
-
-// usedMiB is the server's used_memory.
-func (r *redisServer) usedMiB(ctx context.Context) float64 {
-	info, err := r.rdb.Info(ctx, "memory").Result()
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
-			n, _ := strconv.ParseFloat(v, 64)
-			return n / (1 << 20)
-		}
-	}
-	return 0
-}
-
-func (r *redisServer) close() {
-	if r != nil {
-		r.rdb.Close()
-		r.p.stop(5 * time.Second)
-	}
 }
 
 // --- NATS ---
@@ -408,54 +329,4 @@ func loadAvg() float64 {
 	}
 	v, _ := strconv.ParseFloat(f[0], 64)
 	return v
-}
-
-// cmdCost is one command's share of Redis's work in a measurement, from
-// INFO commandstats. The time of EVAL/EVALSHA includes the commands its
-// scripts ran, which are also counted under their own names.
-type cmdCost struct {
-	Command     string  `json:"command"`
-	CallsPerMsg float64 `json:"calls_per_msg"`
-	USPerMsg    float64 `json:"us_per_msg"`
-	USPerCall   float64 `json:"us_per_call"`
-}
-
-// resetStats zeroes the server's command statistics.
-func (r *redisServer) resetStats(ctx context.Context) error {
-	return r.rdb.ConfigResetStat(ctx).Err()
-}
-
-// commandCosts reads the command statistics since resetStats, per message
-// of msgs, the costliest first; the bench's own INFO and CONFIG calls are
-// left out.
-func (r *redisServer) commandCosts(ctx context.Context, msgs float64) ([]cmdCost, error) {
-	info, err := r.rdb.Info(ctx, "commandstats").Result()
-	if err != nil {
-		return nil, fmt.Errorf("redis INFO commandstats: %w", err)
-	}
-	var out []cmdCost
-	for line := range strings.SplitSeq(info, "\n") {
-		// cmdstat_rpush:calls=3,usec=5,usec_per_call=1.67,rejected_calls=0,failed_calls=0
-		name, fields, ok := strings.Cut(strings.TrimSpace(line), ":")
-		name, isCmd := strings.CutPrefix(name, "cmdstat_")
-		if !ok || !isCmd || strings.HasPrefix(name, "info") || strings.HasPrefix(name, "config") {
-			continue
-		}
-		var calls, usec float64
-		for f := range strings.SplitSeq(fields, ",") {
-			k, v, _ := strings.Cut(f, "=")
-			switch k {
-			case "calls":
-				calls, _ = strconv.ParseFloat(v, 64)
-			case "usec":
-				usec, _ = strconv.ParseFloat(v, 64)
-			}
-		}
-		if calls == 0 {
-			continue
-		}
-		out = append(out, cmdCost{Command: name, CallsPerMsg: calls / msgs, USPerMsg: usec / msgs, USPerCall: usec / calls})
-	}
-	slices.SortFunc(out, func(a, b cmdCost) int { return cmp.Compare(b.USPerMsg, a.USPerMsg) })
-	return out, nil
 }

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/opencontext/chatbuf/stream"
 )
 
 // redisBenchArgs is reference (1): pipelined RPUSH of 256-byte values to
@@ -61,7 +59,7 @@ func jsRefRound(ctx context.Context, h *harness, bin *natsBinary, msgs, convs in
 		return res, err
 	}
 	defer n.stop()
-	cfg := stream.Config{}.WithDefaults()
+	cfg := h.streamConfig()
 	if err := ensureStreams(ctx, n, cfg); err != nil {
 		return res, err
 	}
@@ -77,6 +75,7 @@ func jsRefRound(ctx context.Context, h *harness, bin *natsBinary, msgs, convs in
 	if err != nil {
 		return res, err
 	}
+	res.MaxAckPending = cons.CachedInfo().Config.MaxAckPending
 
 	natsCPU0, err := cpuTime(n.p.pid())
 	if err != nil {

@@ -97,111 +97,23 @@ func firstLine(s string) string {
 // markdown renders the results.
 func (r *Results) markdown() string {
 	var b strings.Builder
-	title := "chatbuf benchmark"
-	if r.Mode == "smoke" {
-		title += " (smoke: small counts, figures indicative only)"
-	}
-	fmt.Fprintf(&b, "# %s\n\n", title)
-	fmt.Fprintf(&b, "%s · `%s` · %d round(s) per figure, median shown · took %s\n\n",
-		r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Command, r.Rounds, dur(time.Duration(r.DurationS*float64(time.Second))))
-	fmt.Fprintf(&b, "- Host: %d × %s, Linux %s, %s; load average %.1f at start, %.1f at end. "+
-		"The machine is shared: absolute figures are noisy; ratios are to references measured in the same sitting, interleaved with the figures round by round.\n",
-		r.Host.CPUs, r.Host.CPU, r.Host.Kernel, r.Host.Go, r.Host.LoadStart, r.Host.LoadEnd)
-	fmt.Fprintf(&b, "- Redis: private %s on a free port, `%s` (no persistence: production runs AOF, which costs more).\n", r.Redis.Version, r.Redis.Flags)
-	for _, n := range r.NATS {
-		fmt.Fprintf(&b, "- NATS %s: `%s` (%s), its own process, `-js` with a fresh file store in a temp dir for every round.\n", n.Label, n.Path, n.Version)
-	}
-	b.WriteString("- Load: chat messages of 256 bytes (JSON with `message_id`, also the `Nats-Msg-Id`), round-robin over the conversations, " +
-		"published with async JetStream publishing into CHAT_IN made by `stream.Ensure`; `CHAT_BUFFER_SIZE=10`; " +
-		"one `cmd/worker` process with default settings (WORKER_CONCURRENCY = CPUs, WORKER_APPEND_BATCH=256, LOG_LEVEL=warn).\n\n")
-
+	r.header(&b)
 	b.WriteString("## Targets\n\n")
 	var trows [][]string
 	for _, t := range r.Targets {
 		trows = append(trows, []string{t.Goal, t.Measured, t.mark()})
 	}
 	table(&b, []string{"target", "measured", "result"}, trows)
-
-	b.WriteString("## References\n\n")
-	var rrows [][]string
-	if r.RedisRef.ok() {
-		rrows = append(rrows, []string{"(1) `redis-benchmark -P 16 -r 10000 -n " + num(float64(r.RedisRef.Messages), 0) +
-			" -q RPUSH key:__rand_int__ <256 B>`", r.Redis.Version, rate(r.RedisRef.Median) + " req/s",
-			spread(r.RedisRef.Rounds, func(v float64) float64 { return v }, rate), "–", "–"})
-	} else {
-		rrows = append(rrows, errRow("(1) redis-benchmark RPUSH", r.RedisRef.Error, 6))
-	}
-	for _, j := range r.JSRef {
-		name := fmt.Sprintf("(2) JetStream consume+ack, %s × 256 B preloaded in CHAT_IN over %s subjects; pull consumer (Messages(), 512 pulled), Ack each",
-			num(float64(j.Messages), 0), num(float64(j.Conversations), 0))
-		if !j.ok() {
-			rrows = append(rrows, errRow(name+" — "+natsName(j.NATS), j.Error, 6))
-			continue
-		}
-		rrows = append(rrows, []string{name, natsName(j.NATS), rate(j.Median.Rate) + " msgs/s",
-			spread(j.Rounds, func(v jsRefResult) float64 { return v.Rate }, rate), us(j.Median.NATSCPUus), us(j.Median.ConsumerCPUus)})
-	}
-	table(&b, []string{"reference", "server", "median", "spread", "nats CPU µs/msg", "consumer CPU µs/msg"}, rrows)
-
-	b.WriteString("## Buffer layer alone (no NATS)\n\n")
-	if len(r.Buffer) > 0 {
-		fmt.Fprintf(&b, "%s messages over %s conversations, in-process `buffer.Redis` on the same redis-server; %s\n\n",
-			num(float64(r.Buffer[0].Messages), 0), num(float64(r.Buffer[0].Conversations), 0), strings.Join(r.Buffer[0].Notes, "; "))
-	}
-	var brows [][]string
-	for _, x := range r.Buffer {
-		if !x.ok() {
-			brows = append(brows, errRow(x.Name, x.Error, 8))
-			continue
-		}
-		m := x.Median
-		brows = append(brows, []string{x.Name, rate(m.Rate), spread(x.Rounds, func(v bufferResult) float64 { return v.Rate }, rate),
-			ratio(x.Ratio) + " " + x.RatioTo, per(m.RoundTripsPerMsg), per(m.CommandsPerMsg), us(m.RedisCPUus), us(m.ClientCPUus)})
-	}
-	table(&b, []string{"variant", "msgs/s", "spread", "ratio", "Redis round trips/msg", "Redis commands/msg", "redis CPU µs/msg", "client CPU µs/msg"}, brows)
-
-	drainHead := []string{"run", "nats-server", "conversations", "messages", "msgs/s", "spread", "ratio", "relative", "appends/s", "Redis round trips/msg", "Redis commands/msg",
-		"worker CPU µs/msg", "redis CPU µs/msg", "nats CPU µs/msg", "total CPU µs/msg", "flush mean", "all appended after", "done after",
-		"worker peak RSS", "Redis used after", "batches", "notes"}
-	drainRow := func(x *Row[drainResult]) []string {
-		if !x.ok() {
-			r := errRow(x.Name, x.Error, len(drainHead))
-			r[2], r[3] = num(float64(x.Conversations), 0), num(float64(x.Messages), 0)
-			return r
-		}
-		m := x.Median
-		total := m.WorkerCPUus + m.RedisCPUus + m.NATSCPUus
-		rel := "–"
-		if x.RelativeTo != "" {
-			rel = ratio(x.Relative) + " " + x.RelativeTo
-		}
-		appended, done := "–", strconv.FormatFloat(m.ElapsedS, 'f', 1, 64)+" s"
-		if m.AllAppendedS > 0 {
-			appended = strconv.FormatFloat(m.AllAppendedS, 'f', 1, 64) + " s"
-		}
-		if !m.Complete {
-			done = "time-boxed at " + done
-		}
-		return []string{x.Name, natsName(x.NATS), num(float64(x.Conversations), 0), num(float64(x.Messages), 0),
-			rate(m.Rate), spread(x.Rounds, func(v drainResult) float64 { return v.Rate }, rate),
-			ratio(x.Ratio) + " " + x.RatioTo, rel, rate(m.AppendRate), per(m.RoundTripsPerMsg), per(m.CommandsPerMsg),
-			us(m.WorkerCPUus), us(m.RedisCPUus), us(m.NATSCPUus), us(total), ms(m.FlushMeanMS), appended, done,
-			mib(m.WorkerPeakRSSMiB), mib(m.RedisUsedMiB), batches(m.Batches), strings.Join(x.Notes, "; ")}
-	}
-	drainTable := func(rows []*Row[drainResult]) {
-		var out [][]string
-		for _, x := range rows {
-			out = append(out, drainRow(x))
-		}
-		table(&b, drainHead, out)
-	}
+	r.references(&b)
+	r.bufferLayer(&b)
 	b.WriteString("## Drain\n\n")
 	b.WriteString("CHAT_IN preloaded; ONE worker started; the time runs from its start until all messages are in CHAT_FLUSHED batches " +
 		"(its `chatbuf_batch_messages_total`, polled every 50 ms). Per-message figures: deltas over the drain divided by the messages " +
-		"(worker: its own counters; redis-server and nats-server: CPU from /proc); worker peak RSS = VmHWM; flush mean = " +
-		"`chatbuf_flush_duration_seconds` sum/count (claim → publish → commit; a grouped flush counts its whole round for each of its batches); " +
-		"reference (2) and the drain run interleaved, round by round, on each server.\n\n")
-	drainTable(r.Drain)
+		"(worker: its own counters; redis-server and nats-server: CPU from /proc; Redis writes: the calls of write commands in INFO commandstats, " +
+		"the scripts' included, each of which the append-only file records; AOF bytes: the growth of `aof_current_size`, – when a rewrite ran); " +
+		"worker peak RSS = VmHWM; flush mean = `chatbuf_flush_duration_seconds` sum/count (claim → publish → commit; a grouped flush counts its " +
+		"whole round for each of its batches); reference (2) and the drains (one per Redis configuration) run interleaved, round by round, on each server.\n\n")
+	drainTable(&b, r.Drain)
 	r.redisTime(&b)
 	if len(r.Baseline) > 0 {
 		b.WriteString("## Baseline: one Redis round trip per message; batches twice as large\n\n")
@@ -212,62 +124,200 @@ func (r *Results) markdown() string {
 				"both rows at that scale, rounds interleaved.\n\n",
 				num(float64(x.Messages), 0), num(float64(x.Conversations), 0), num(float64(x.Messages)/float64(x.Conversations), 0))
 		}
-		drainTable(r.Baseline)
+		drainTable(&b, r.Baseline)
 	}
-	if s := r.Steady; s != nil {
-		b.WriteString("## Steady state at half the drain rate\n\n")
-		b.WriteString("Own paced publisher + `verify.Check` (the checker behind `producer load --verify`). Messages go out in runs of 10 per conversation " +
-			"(rotating over 1,000 conversations), so a buffer fills within 10/rate s and the latency is chatbuf's own, not the wait for a slow conversation " +
-			"to fill its buffer. Latency: publish → batch stored in CHAT_FLUSHED, per message; the reference is the PubAck latency of the same publishes.\n\n")
-		if !s.ok() {
-			table(&b, []string{"run", "error"}, [][]string{{s.Name, s.Error}})
-		} else {
-			m := s.Median
-			verdict := "OK"
-			if !m.VerifyOK {
-				verdict = fmt.Sprintf("**FAILED** (lost %d, duplicated %d, misplaced %d, malformed %d)", m.Lost, m.Duplicated, m.Misplaced, m.Malformed)
-			}
-			table(&b, []string{"nats-server", "rate", "published", "size-batch p50", "size-batch p99", "spread p99", "all batches p50 / p99",
-				"PubAck p50 / p99 (reference)", "p99 ratio", "worker CPU", "publisher CPU", "flush mean", "backlog at end", "Redis round trips/msg", "verify"},
-				[][]string{{natsName(s.NATS), rate(m.PublishedRate) + " msgs/s for " + strconv.FormatFloat(m.DurationS, 'f', 0, 64) + " s",
-					num(float64(m.Published), 0), ms(m.SizeLatency.P50MS), ms(m.SizeLatency.P99MS),
-					spread(s.Rounds, func(v steadyResult) float64 { return v.SizeLatency.P99MS }, ms),
-					ms(m.Latency.P50MS) + " / " + ms(m.Latency.P99MS), ms(m.PubAck.P50MS) + " / " + ms(m.PubAck.P99MS),
-					ratio(s.Ratio) + " " + s.RatioTo, strconv.FormatFloat(m.WorkerCPUPercent, 'f', 0, 64) + "% of a core",
-					strconv.FormatFloat(m.PublisherCPUPercent, 'f', 0, 64) + "% of a core", ms(m.FlushMeanMS),
-					strconv.FormatFloat(m.BacklogS, 'f', 2, 64) + " s", per(m.RoundTripsPerMsg), verdict}})
-		}
-	}
-
+	r.steady(&b)
 	if len(r.Growth) > 0 {
 		b.WriteString("## Growth: the drain at more conversations\n\n")
 		b.WriteString("Messages = max(the drain's, 10 × conversations), capped at --growth-max-messages, the same number per conversation, round-robin. " +
 			"Each row's drain is time-boxed (--growth-timebox); rows whose buffers do not all fill are flushed by age; those and rows of over 1,000,000 messages run --growth-rounds round(s) (spread – : one round). " +
 			"The drain row of the same server is repeated here for scale; relative = msgs/s ÷ the smallest row's.\n\n")
-		drainTable(r.growthTable)
+		drainTable(&b, r.growthTable)
 		if r.GrowthAge != nil {
 			b.WriteString("One message per conversation: no buffer fills, so every message waits for the age sweep (CHAT_FLUSH_MAX_AGE) and is a batch " +
 				"of its own; the pace is that of one lock, claim, publish, commit and unlock per message, not of the appends (appends/s).\n\n")
-			drainTable([]*Row[drainResult]{r.GrowthAge})
+			drainTable(&b, []*Row[drainResult]{r.GrowthAge})
 		}
 	}
-	if len(r.Notes) > 0 {
-		b.WriteString("## Notes\n\n")
-		for _, n := range r.Notes {
-			b.WriteString("- " + n + "\n")
-		}
-		b.WriteString("\n")
-	}
-	if len(r.Errors) > 0 {
-		b.WriteString("## Errors\n\n")
-		for _, e := range r.Errors {
-			b.WriteString("- " + strings.ReplaceAll(e, "\n", "\n  ") + "\n")
-		}
-		b.WriteString("\n")
-	}
+	list(&b, "Notes", r.Notes)
+	list(&b, "Errors", r.Errors)
 	return b.String()
 }
 
+// header writes the title and what the sitting ran on.
+func (r *Results) header(b *strings.Builder) {
+	title := "chatbuf benchmark"
+	if r.Mode == "smoke" {
+		title += " (smoke: small counts, figures indicative only)"
+	}
+	fmt.Fprintf(b, "# %s\n\n", title)
+	fmt.Fprintf(b, "%s · `%s` · %d round(s) per figure, median shown · took %s\n\n",
+		r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Command, r.Rounds, dur(time.Duration(r.DurationS*float64(time.Second))))
+	fmt.Fprintf(b, "- Host: %d × %s, Linux %s, %s; load average %.1f at start, %.1f at end. "+
+		"The machine is shared: absolute figures are noisy; ratios are to references measured in the same sitting, interleaved with the figures round by round.\n",
+		r.Host.CPUs, r.Host.CPU, r.Host.Kernel, r.Host.Go, r.Host.LoadStart, r.Host.LoadEnd)
+	for i, c := range r.Redis.Configs {
+		which := "the Redis-side rows and the drain"
+		if i == 0 {
+			which += ", and the baseline, steady state and growth"
+		}
+		fmt.Fprintf(b, "- Redis %s: a private %s on a free port, `%s`, the append-only file (if any) rewritten empty before every measurement; for %s.\n",
+			c.Label(), r.Redis.Version, c.flagString(), which)
+	}
+	for _, n := range r.NATS {
+		fmt.Fprintf(b, "- NATS %s: `%s` (%s), its own process, `-js` with a fresh file store in a temp dir for every round.\n", n.Label, n.Path, n.Version)
+	}
+	b.WriteString("- Load: chat messages of 256 bytes (JSON with `message_id`, also the `Nats-Msg-Id`), round-robin over the conversations, " +
+		"published with async JetStream publishing into CHAT_IN made by `stream.Ensure`; `CHAT_BUFFER_SIZE=10`; " +
+		"one `cmd/worker` process with default settings (WORKER_CONCURRENCY = CPUs, WORKER_APPEND_BATCH=256, LOG_LEVEL=warn).\n\n")
+}
+
+// references writes references (1) and (2).
+func (r *Results) references(b *strings.Builder) {
+	b.WriteString("## References\n\n")
+	var rows [][]string
+	for _, x := range r.RedisRef {
+		name := "(1) `redis-benchmark -P 16 -r 10000 -n " + num(float64(x.Messages), 0) + " -q RPUSH key:__rand_int__ <256 B>`"
+		if !x.ok() {
+			rows = append(rows, errRow(name+" — Redis "+x.Redis, x.Error, 6))
+			continue
+		}
+		rows = append(rows, []string{name, r.Redis.Version + ", " + x.Redis, rate(x.Median) + " req/s",
+			spread(x.Rounds, func(v float64) float64 { return v }, rate), "–", "–"})
+	}
+	for _, j := range r.JSRef {
+		name := fmt.Sprintf("(2) JetStream consume+ack, %s × 256 B preloaded in CHAT_IN over %s subjects; pull consumer (Messages(), 512 pulled), Ack each",
+			num(float64(j.Messages), 0), num(float64(j.Conversations), 0))
+		if !j.ok() {
+			rows = append(rows, errRow(name+" — "+natsName(j.NATS), j.Error, 6))
+			continue
+		}
+		name += fmt.Sprintf("; the workers' consumer, MaxAckPending %s", num(float64(j.Median.MaxAckPending), 0))
+		rows = append(rows, []string{name, natsName(j.NATS), rate(j.Median.Rate) + " msgs/s",
+			spread(j.Rounds, func(v jsRefResult) float64 { return v.Rate }, rate), us(j.Median.NATSCPUus), us(j.Median.ConsumerCPUus)})
+	}
+	table(b, []string{"reference", "server", "median", "spread", "nats CPU µs/msg", "consumer CPU µs/msg"}, rows)
+}
+
+// bufferLayer writes the buffer layer's rows.
+func (r *Results) bufferLayer(b *strings.Builder) {
+	b.WriteString("## Buffer layer alone (no NATS)\n\n")
+	if len(r.Buffer) > 0 {
+		fmt.Fprintf(b, "%s messages over %s conversations, in-process `buffer.Redis` on the redis-server of each configuration; "+
+			"the ratio is to reference (1) on the same configuration; %s\n\n",
+			num(float64(r.Buffer[0].Messages), 0), num(float64(r.Buffer[0].Conversations), 0), strings.Join(r.Buffer[0].Notes, "; "))
+	}
+	var rows [][]string
+	for _, x := range r.Buffer {
+		if !x.ok() {
+			row := errRow(x.Name, x.Error, 11)
+			row[1], row[2] = x.Redis, "**error**: "+strings.ReplaceAll(firstLine(x.Error), "|", "/")
+			rows = append(rows, row)
+			continue
+		}
+		m := x.Median
+		rows = append(rows, []string{x.Name, x.Redis, rate(m.Rate), spread(x.Rounds, func(v bufferResult) float64 { return v.Rate }, rate),
+			ratio(x.Ratio) + " " + x.RatioTo, per(m.RoundTripsPerMsg), per(m.CommandsPerMsg), per(m.WritesPerMsg), aofBytes(m.AOF),
+			us(m.RedisCPUus), us(m.ClientCPUus)})
+	}
+	table(b, []string{"variant", "Redis", "msgs/s", "spread", "ratio", "Redis round trips/msg", "Redis commands/msg", "Redis writes/msg", "AOF bytes/msg",
+		"redis CPU µs/msg", "client CPU µs/msg"}, rows)
+}
+
+var drainHead = []string{"run", "nats-server", "Redis", "conversations", "messages", "msgs/s", "spread", "ratio", "relative", "appends/s",
+	"Redis round trips/msg", "Redis commands/msg", "Redis writes/msg", "AOF bytes/msg",
+	"worker CPU µs/msg", "redis CPU µs/msg", "nats CPU µs/msg", "total CPU µs/msg", "flush mean", "all appended after", "done after",
+	"worker peak RSS", "Redis used after", "batches", "notes"}
+
+func drainRow(x *Row[drainResult]) []string {
+	if !x.ok() {
+		r := errRow(x.Name, x.Error, len(drainHead))
+		r[1], r[2] = "**error**: "+strings.ReplaceAll(firstLine(x.Error), "|", "/"), x.Redis
+		r[3], r[4] = num(float64(x.Conversations), 0), num(float64(x.Messages), 0)
+		return r
+	}
+	m := x.Median
+	total := m.WorkerCPUus + m.RedisCPUus + m.NATSCPUus
+	rel := "–"
+	if x.RelativeTo != "" {
+		rel = ratio(x.Relative) + " " + x.RelativeTo
+	}
+	appended, done := "–", strconv.FormatFloat(m.ElapsedS, 'f', 1, 64)+" s"
+	if m.AllAppendedS > 0 {
+		appended = strconv.FormatFloat(m.AllAppendedS, 'f', 1, 64) + " s"
+	}
+	if !m.Complete {
+		done = "time-boxed at " + done
+	}
+	return []string{x.Name, natsName(x.NATS), x.Redis, num(float64(x.Conversations), 0), num(float64(x.Messages), 0),
+		rate(m.Rate), spread(x.Rounds, func(v drainResult) float64 { return v.Rate }, rate),
+		ratio(x.Ratio) + " " + x.RatioTo, rel, rate(m.AppendRate), per(m.RoundTripsPerMsg), per(m.CommandsPerMsg),
+		per(m.WritesPerMsg), aofBytes(m.AOF),
+		us(m.WorkerCPUus), us(m.RedisCPUus), us(m.NATSCPUus), us(total), ms(m.FlushMeanMS), appended, done,
+		mib(m.WorkerPeakRSSMiB), mib(m.RedisUsedMiB), batches(m.Batches), strings.Join(x.Notes, "; ")}
+}
+
+func drainTable(b *strings.Builder, rows []*Row[drainResult]) {
+	var out [][]string
+	for _, x := range rows {
+		out = append(out, drainRow(x))
+	}
+	table(b, drainHead, out)
+}
+
+// steady writes the steady state's row.
+func (r *Results) steady(b *strings.Builder) {
+	s := r.Steady
+	if s == nil {
+		return
+	}
+	b.WriteString("## Steady state at half the drain rate\n\n")
+	b.WriteString("Own paced publisher + `verify.Check` (the checker behind `producer load --verify`). Messages go out in runs of 10 per conversation " +
+		"(rotating over 1,000 conversations), so a buffer fills within 10/rate s and the latency is chatbuf's own, not the wait for a slow conversation " +
+		"to fill its buffer. Latency: publish → batch stored in CHAT_FLUSHED, per message; the reference is the PubAck latency of the same publishes.\n\n")
+	if !s.ok() {
+		table(b, []string{"run", "error"}, [][]string{{s.Name, s.Error}})
+		return
+	}
+	m := s.Median
+	verdict := "OK"
+	if !m.VerifyOK {
+		verdict = fmt.Sprintf("**FAILED** (lost %d, duplicated %d, misplaced %d, malformed %d)", m.Lost, m.Duplicated, m.Misplaced, m.Malformed)
+	}
+	table(b, []string{"nats-server", "Redis", "rate", "published", "size-batch p50", "size-batch p99", "spread p99", "all batches p50 / p99",
+		"PubAck p50 / p99 (reference)", "p99 ratio", "worker CPU", "publisher CPU", "flush mean", "backlog at end", "Redis round trips/msg", "verify"},
+		[][]string{{natsName(s.NATS), s.Redis, rate(m.PublishedRate) + " msgs/s for " + strconv.FormatFloat(m.DurationS, 'f', 0, 64) + " s",
+			num(float64(m.Published), 0), ms(m.SizeLatency.P50MS), ms(m.SizeLatency.P99MS),
+			spread(s.Rounds, func(v steadyResult) float64 { return v.SizeLatency.P99MS }, ms),
+			ms(m.Latency.P50MS) + " / " + ms(m.Latency.P99MS), ms(m.PubAck.P50MS) + " / " + ms(m.PubAck.P99MS),
+			ratio(s.Ratio) + " " + s.RatioTo, strconv.FormatFloat(m.WorkerCPUPercent, 'f', 0, 64) + "% of a core",
+			strconv.FormatFloat(m.PublisherCPUPercent, 'f', 0, 64) + "% of a core", ms(m.FlushMeanMS),
+			strconv.FormatFloat(m.BacklogS, 'f', 2, 64) + " s", per(m.RoundTripsPerMsg), verdict}})
+}
+
+// list writes a section of bullet points, if any.
+func list(b *strings.Builder, title string, items []string) {
+	if len(items) == 0 {
+		return
+	}
+	b.WriteString("## " + title + "\n\n")
+	for _, it := range items {
+		b.WriteString("- " + strings.ReplaceAll(it, "\n", "\n  ") + "\n")
+	}
+	b.WriteString("\n")
+}
+
+// aofBytes is the append-only file's growth per message, – when unknown
+// (no file, or a rewrite during the measurement).
+func aofBytes(c aofCost) string {
+	if c.BytesPerMsg <= 0 {
+		return "–"
+	}
+	return num(c.BytesPerMsg, 0)
+}
+
+// redisTime writes where Redis spent its time per message, by command, in
+// the buffer layer and in the drains (INFO commandstats of their first
 // rounds).
 func (r *Results) redisTime(b *strings.Builder) {
 	type col struct {
@@ -285,12 +335,20 @@ func (r *Results) redisTime(b *strings.Builder) {
 		}
 		cols = append(cols, col{name, m})
 	}
-	if len(r.Buffer) > 0 && r.Buffer[0].ok() {
-		add("buffer layer ("+r.Buffer[0].Name+")", r.Buffer[0].Rounds[0].RedisCommands)
+	write := map[string]bool{}
+	for _, x := range r.Buffer {
+		if x.ok() && x.Name == bufBatched {
+			add("buffer layer ("+x.Name+"), "+x.Redis, x.Rounds[0].RedisCommands)
+		}
 	}
 	for _, d := range r.Drain {
 		if d.ok() {
-			add("drain, "+natsName(d.NATS), d.Rounds[0].RedisCommands)
+			add("drain, "+natsName(d.NATS)+", "+d.Redis, d.Rounds[0].RedisCommands)
+		}
+	}
+	for _, c := range cols {
+		for n, v := range c.costs {
+			write[n] = write[n] || v.Write
 		}
 	}
 	if len(cols) == 0 {
@@ -319,14 +377,19 @@ func (r *Results) redisTime(b *strings.Builder) {
 	b.WriteString("INFO commandstats over the first round, per message: µs of Redis's time in the command (and calls). " +
 		"EVALSHA's time includes the commands its scripts ran, which also appear under their own names; what EVALSHA has beyond them is the " +
 		"scripts' own work (Lua, argument and reply conversion). Time outside commands (reading and writing sockets, the event loop) is in none of " +
-		"these: compare with redis CPU µs/msg above.\n\n")
-	head := []string{"command"}
+		"these: compare with redis CPU µs/msg above. A write command (COMMAND INFO flags it `write`) is one entry in the append-only file a call; " +
+		"their calls per message, summed, are the Redis writes/msg of the tables.\n\n")
+	head := []string{"command", "write"}
 	for _, c := range cols {
 		head = append(head, c.name)
 	}
 	var rows [][]string
 	for _, n := range names {
-		row := []string{"`" + n + "`"}
+		w := "–"
+		if write[n] {
+			w = "write"
+		}
+		row := []string{"`" + n + "`", w}
 		for _, c := range cols {
 			v, ok := c.costs[n]
 			if !ok {

@@ -20,6 +20,7 @@ type jsRefResult struct {
 	PreloadRate   float64 `json:"preload_msgs_per_s"`
 	NATSCPUus     float64 `json:"nats_cpu_us_per_msg"`
 	ConsumerCPUus float64 `json:"consumer_cpu_us_per_msg"`
+	MaxAckPending int     `json:"max_ack_pending"` // of the consumer, as the server has it
 }
 
 type bufferResult struct {
@@ -27,6 +28,8 @@ type bufferResult struct {
 	ElapsedS         float64   `json:"elapsed_s"`
 	RoundTripsPerMsg float64   `json:"redis_round_trips_per_msg"`
 	CommandsPerMsg   float64   `json:"redis_commands_per_msg"`
+	WritesPerMsg     float64   `json:"redis_writes_per_msg"` // write commands, the scripts' included
+	AOF              aofCost   `json:"aof"`
 	RedisCPUus       float64   `json:"redis_cpu_us_per_msg"`
 	ClientCPUus      float64   `json:"client_cpu_us_per_msg"`
 	RedisCommands    []cmdCost `json:"redis_commands,omitempty"` // of the first round
@@ -42,6 +45,9 @@ type drainResult struct {
 	FlushMeanMS      float64            `json:"flush_mean_ms"` // chatbuf_flush_duration_seconds: claim, publish, commit
 	RoundTripsPerMsg float64            `json:"redis_round_trips_per_msg"`
 	CommandsPerMsg   float64            `json:"redis_commands_per_msg"`
+	WritesPerMsg     float64            `json:"redis_writes_per_msg"` // write commands, the scripts' included
+	AOF              aofCost            `json:"aof"`
+	MaxAckPending    int                `json:"max_ack_pending"` // of the consumer after the drain
 	WorkerCPUus      float64            `json:"worker_cpu_us_per_msg"`
 	RedisCPUus       float64            `json:"redis_cpu_us_per_msg"`
 	NATSCPUus        float64            `json:"nats_cpu_us_per_msg"`
@@ -80,6 +86,7 @@ type steadyResult struct {
 type Row[T any] struct {
 	Name          string            `json:"name"`
 	NATS          *natsBinary       `json:"nats_server,omitempty"`
+	Redis         string            `json:"redis_server,omitempty"` // its configuration's label: AOF off, AOF everysec
 	Conversations int               `json:"conversations,omitempty"`
 	Messages      int               `json:"messages,omitempty"`
 	Env           map[string]string `json:"worker_env,omitempty"`
@@ -144,12 +151,12 @@ type Results struct {
 		LoadEnd   float64 `json:"load_avg_end"`
 	} `json:"host"`
 	Redis struct {
-		Version string `json:"version"`
-		Flags   string `json:"flags"`
+		Version string        `json:"version"`
+		Configs []redisConfig `json:"configs"` // one redis-server each, the first for the phases that run on one
 	} `json:"redis_server"`
 	NATS []*natsBinary `json:"nats_servers"`
 
-	RedisRef Row[float64]         `json:"ref_redis_benchmark_rpush"`
+	RedisRef []*Row[float64]      `json:"ref_redis_benchmark_rpush"` // one per Redis configuration
 	JSRef    []*Row[jsRefResult]  `json:"ref_jetstream_consume_ack"`
 	Buffer   []*Row[bufferResult] `json:"buffer_layer"`
 	Drain    []*Row[drainResult]  `json:"drain"`
@@ -267,6 +274,3 @@ func (r *Results) write(dir, prefix string) ([]string, error) {
 	}
 	return files, nil
 }
-
-// redisTime writes where Redis spent its time per message, by command, in
-// the buffer layer and in the drains (INFO commandstats of their first

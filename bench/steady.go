@@ -26,12 +26,12 @@ const steadyConvs = 1000
 // the wait for a slow conversation to fill its buffer.
 func steadyRound(ctx context.Context, h *harness, bin *natsBinary, rate float64, dur time.Duration) (steadyResult, error) {
 	var res steadyResult
-	n, cfg, err := freshSystem(ctx, h, bin, "nats-steady")
+	n, cfg, err := freshSystem(ctx, h, bin, h.redis, "nats-steady")
 	if err != nil {
 		return res, err
 	}
 	defer n.stop()
-	w, err := startWorker(h, n.url, nil)
+	w, err := startWorker(h, h.redis, n.url, nil)
 	if err != nil {
 		return res, err
 	}
