@@ -25,7 +25,10 @@ type drainSpec struct {
 	convs int
 	msgs  int
 	env   map[string]string
-	notes []string // what the table should say about this drain
+	// corpus are messages of the repository's corpus published after the
+	// msgs of the load.
+	corpus []corpusMsg
+	notes  []string // what the table should say about this drain
 	// timebox, when positive, ends the drain after this long even if not
 	// every message is in a batch yet; the rate is then of those that are.
 	timebox time.Duration
@@ -34,8 +37,11 @@ type drainSpec struct {
 // fullBuffers reports whether every conversation ends with whole batches
 // only, so that size flushes alone drain the load.
 func (s drainSpec) fullBuffers() bool {
-	return s.msgs%s.convs == 0 && (s.msgs/s.convs)%s.bufferSize() == 0
+	return len(s.corpus) == 0 && s.msgs%s.convs == 0 && (s.msgs/s.convs)%s.bufferSize() == 0
 }
+
+// total is the number of messages of the drain, the corpus's included.
+func (s drainSpec) total() int { return s.msgs + len(s.corpus) }
 
 // bufferSize is the worker's CHAT_BUFFER_SIZE in this drain.
 func (s drainSpec) bufferSize() int {
@@ -185,7 +191,7 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 		return res, err
 	}
 	defer n.stop()
-	if res.PreloadRate, err = preload(ctx, n, cfg, "drain", s.msgs, s.convs); err != nil {
+	if res.PreloadRate, err = preload(ctx, n, cfg, "drain", s.msgs, s.convs, s.corpus); err != nil {
 		return res, err
 	}
 
@@ -209,7 +215,7 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 	defer w.stop()
 
 	// Generous: the slowest expected rate is a few hundred messages/s.
-	timeout := 2*time.Minute + time.Duration(s.msgs)*2*time.Millisecond
+	timeout := 2*time.Minute + time.Duration(s.total())*2*time.Millisecond
 	deadline := start.Add(timeout)
 	var m map[string]float64
 	for {
@@ -224,10 +230,10 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 		got, err := w.scrape(ctx)
 		if err == nil {
 			m = got
-			if res.AllAppendedS == 0 && m["chatbuf_messages_appended_total"]+m["chatbuf_messages_deduplicated_total"] >= float64(s.msgs) {
+			if res.AllAppendedS == 0 && m["chatbuf_messages_appended_total"]+m["chatbuf_messages_deduplicated_total"] >= float64(s.total()) {
 				res.AllAppendedS = time.Since(start).Seconds()
 			}
-			if m["chatbuf_batch_messages_total"] >= float64(s.msgs) {
+			if m["chatbuf_batch_messages_total"] >= float64(s.total()) {
 				res.Complete = true
 				break
 			}
@@ -237,7 +243,7 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 		}
 		if time.Now().After(deadline) {
 			return res, fmt.Errorf("drain: only %.0f of %d messages in batches after %v; worker log:\n%s",
-				m["chatbuf_batch_messages_total"], s.msgs, timeout, w.p.logTail(10))
+				m["chatbuf_batch_messages_total"], s.total(), timeout, w.p.logTail(10))
 		}
 	}
 	elapsed := time.Since(start)
@@ -250,7 +256,7 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 
 	// Per-message costs are of the messages handled: all of them, or those
 	// appended by the time box (whose appends are most of the work done).
-	msgs := float64(s.msgs)
+	msgs := float64(s.total())
 	appended := m["chatbuf_messages_appended_total"] + m["chatbuf_messages_deduplicated_total"]
 	res.ElapsedS = elapsed.Seconds()
 	res.Rate = m["chatbuf_batch_messages_total"] / elapsed.Seconds()
@@ -261,7 +267,7 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 	}
 	res.AppendRate = appended / elapsed.Seconds()
 	if res.AllAppendedS > 0 {
-		res.AppendRate = float64(s.msgs) / res.AllAppendedS
+		res.AppendRate = float64(s.total()) / res.AllAppendedS
 	}
 	res.RoundTripsPerMsg = m["chatbuf_redis_round_trips_total"] / msgs
 	res.CommandsPerMsg = m["chatbuf_redis_commands_total"] / msgs

@@ -46,7 +46,7 @@ func (h *harness) measureGrowth(ctx context.Context) {
 // conversations, time-boxed.
 func (h *harness) growthRow(ctx context.Context, name string, convs, msgs int) *Row[drainResult] {
 	o := h.opts
-	spec := h.drainSpec(h.current, convs, msgs, nil)
+	spec := h.drainSpec(h.current, convs, msgs, nil, nil)
 	spec.timebox = o.growthTimebox
 	rounds := o.rounds
 	if !spec.fullBuffers() || msgs > longRow {

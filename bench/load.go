@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/internal/corpus"
 	"github.com/opencontext/chatbuf/stream"
 )
 
@@ -53,11 +54,11 @@ func chatMsg(cfg stream.Config, run string, n, convs int) *nats.Msg {
 	return m
 }
 
-// preload publishes msgs messages over convs conversations to CHAT_IN with
+// preload publishes msgs messages over convs conversations, then extra, to CHAT_IN with
 // asynchronous JetStream publishing, waits for every PubAck, and returns the
 // publish rate. Publishes that fail are repeated (the Nats-Msg-Id makes that
 // safe); the stream must then hold exactly msgs messages.
-func preload(ctx context.Context, n *natsServer, cfg stream.Config, run string, msgs, convs int) (float64, error) {
+func preload(ctx context.Context, n *natsServer, cfg stream.Config, run string, msgs, convs int, extra []corpusMsg) (float64, error) {
 	var (
 		mu     sync.Mutex
 		failed []*nats.Msg
@@ -86,6 +87,15 @@ func preload(ctx context.Context, n *natsServer, cfg stream.Config, run string, 
 			mu.Unlock()
 		}
 	}
+	for i, c := range extra {
+		m := c.msg(cfg, run, i)
+		if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second)); err != nil {
+			mu.Lock()
+			failed = append(failed, c.msg(cfg, run, i))
+			mu.Unlock()
+		}
+	}
+	msgs += len(extra)
 	select {
 	case <-js.PublishAsyncComplete():
 	case <-ctx.Done():
@@ -131,4 +141,38 @@ func ensureStreams(ctx context.Context, n *natsServer, cfg stream.Config) error 
 		return errors.Join(errors.New("stream.Ensure"), err)
 	}
 	return nil
+}
+
+// corpusMsg is a message of the repository's corpus (testdata/conversations).
+type corpusMsg struct {
+	conv chat.Conversation
+	body []byte
+}
+
+func (c corpusMsg) msg(cfg stream.Config, run string, i int) *nats.Msg {
+	m := &nats.Msg{Subject: cfg.In(c.conv), Data: c.body, Header: nats.Header{}}
+	m.Header.Set(jetstream.MsgIDHeader, run+"-corpus-"+strconv.Itoa(i))
+	return m
+}
+
+// loadCorpus reads the corpus and returns the messages of the conversations
+// a subject can name, in order, and the names of those it cannot (ids with
+// characters this build's subjects do not encode).
+func loadCorpus(cfg stream.Config) (msgs []corpusMsg, convs int, skipped []string, err error) {
+	all, err := corpus.Default()
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	for _, c := range all {
+		back, err := chat.ParseSubject(cfg.Prefix, stream.KindIn, cfg.In(c.Conv))
+		if err != nil || back != c.Conv {
+			skipped = append(skipped, c.Name)
+			continue
+		}
+		convs++
+		for _, b := range c.Messages {
+			msgs = append(msgs, corpusMsg{conv: c.Conv, body: b})
+		}
+	}
+	return msgs, convs, skipped, nil
 }

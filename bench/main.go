@@ -87,7 +87,10 @@ type harness struct {
 	current   *natsBinary
 	debian    *natsBinary
 	workers   int
-	res       Results
+	// corpus is what --corpus adds to the drain; corpusNote says so.
+	corpus     []corpusMsg
+	corpusNote string
+	res        Results
 }
 
 func (h *harness) tmpPath(name string) string { return filepath.Join(h.tmp, name) }
@@ -213,6 +216,18 @@ func (h *harness) setup(ctx context.Context) error {
 		r.Redis.Configs = append(r.Redis.Configs, c)
 	}
 	h.redis = h.redises[0]
+	if h.opts.corpus {
+		msgs, convs, skipped, err := loadCorpus(h.streamConfig())
+		if err != nil {
+			return fmt.Errorf("--corpus: %w", err)
+		}
+		h.corpus = msgs
+		r.Corpus = &corpusInfo{Messages: len(msgs), Conversations: convs, Skipped: skipped}
+		h.corpusNote = fmt.Sprintf("with %d messages of %d conversations of testdata/conversations (--corpus) after the load", len(msgs), convs)
+		if len(skipped) > 0 {
+			h.corpusNote += fmt.Sprintf("; %d conversation(s) left out, their ids not expressible in a subject by this build: %s", len(skipped), strings.Join(skipped, ", "))
+		}
+	}
 	r.Redis.Version = strings.TrimSpace(strings.Split(h.redis.version, "sha=")[0])
 	return nil
 }

@@ -42,7 +42,7 @@ type options struct {
 	keep          bool
 	redis         []redisConfig
 	maxAckPending int
-	corpus        int
+	corpus        bool
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -86,6 +86,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		"off (no persistence), everysec, always (appendonly yes with that appendfsync); the other phases run on the first")
 	fs.IntVar(&o.maxAckPending, "max-ack-pending", stream.DefaultMaxAckPending,
 		"the consumer's MaxAckPending, in the JetStream reference and the worker's CHAT_MAX_ACK_PENDING alike")
+	fs.BoolVar(&o.corpus, "corpus", smoke, "add the conversations of testdata/conversations (languages, emoji, content parts, messages near 60 KB, hostile ids) "+
+		"to the drain's load and its JetStream reference, after the 256-byte messages; the partial buffers they leave are flushed by age (default: on with --smoke)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (server stores, worker logs) for a look afterwards")
 	if err := fs.Parse(args); err != nil {
 		return o, err

@@ -138,13 +138,17 @@ func (h *harness) measureDrains(ctx context.Context) {
 		specs  []drainSpec
 	}
 	var servers []server
+	convs := o.conversations
+	if c := h.res.Corpus; c != nil {
+		convs += c.Conversations
+	}
 	for _, bin := range h.drainServers() {
-		s := server{bin: bin, ref: &Row[jsRefResult]{Name: "JetStream consume+ack", NATS: bin, Conversations: o.conversations, Messages: o.messages}}
+		s := server{bin: bin, ref: &Row[jsRefResult]{Name: "JetStream consume+ack", NATS: bin, Conversations: convs, Messages: o.messages + len(h.corpus)}}
 		h.res.JSRef = append(h.res.JSRef, s.ref)
 		for _, rs := range h.redises {
-			spec := h.drainSpec(bin, o.conversations, o.messages, nil)
+			spec := h.drainSpec(bin, o.conversations, o.messages, nil, h.corpus)
 			spec.redis = rs
-			d := &Row[drainResult]{Name: "drain", NATS: bin, Redis: rs.cfg.Label(), Conversations: o.conversations, Messages: o.messages, Env: spec.env, Notes: spec.notes}
+			d := &Row[drainResult]{Name: "drain", NATS: bin, Redis: rs.cfg.Label(), Conversations: convs, Messages: spec.total(), Env: spec.env, Notes: spec.notes}
 			s.drains, s.specs = append(s.drains, d), append(s.specs, spec)
 			h.res.Drain = append(h.res.Drain, d)
 		}
@@ -154,7 +158,7 @@ func (h *harness) measureDrains(ctx context.Context) {
 		for _, s := range servers {
 			h.logf("round %d/%d: JetStream consume+ack reference, %s messages, %s", i+1, o.rounds, num(float64(o.messages), 0), s.bin.Version)
 			if round(ctx, h, s.ref, "JetStream reference "+s.bin.Version, func() (jsRefResult, error) {
-				return jsRefRound(ctx, h, s.bin, o.messages, o.conversations)
+				return jsRefRound(ctx, h, s.bin, o.messages, o.conversations, h.corpus)
 			}) {
 				h.logf("  %s msgs/s", rate(s.ref.Rounds[len(s.ref.Rounds)-1].Rate))
 			}
@@ -174,10 +178,13 @@ func (h *harness) measureDrains(ctx context.Context) {
 
 // drainSpec builds a drain of msgs over convs; when buffers do not all fill,
 // the worker flushes by age with a small CHAT_FLUSH_MAX_AGE.
-func (h *harness) drainSpec(bin *natsBinary, convs, msgs int, env map[string]string) drainSpec {
-	s := drainSpec{nats: bin, redis: h.redis, convs: convs, msgs: msgs, env: maps.Clone(env)}
+func (h *harness) drainSpec(bin *natsBinary, convs, msgs int, env map[string]string, corpus []corpusMsg) drainSpec {
+	s := drainSpec{nats: bin, redis: h.redis, convs: convs, msgs: msgs, env: maps.Clone(env), corpus: corpus}
 	if s.env == nil {
 		s.env = map[string]string{}
+	}
+	if len(corpus) > 0 {
+		s.notes = append(s.notes, h.corpusNote)
 	}
 	if !s.fullBuffers() {
 		s.env["CHAT_FLUSH_MAX_AGE"] = h.opts.ageMax
@@ -188,7 +195,7 @@ func (h *harness) drainSpec(bin *natsBinary, convs, msgs int, env map[string]str
 }
 
 func (h *harness) drainRound(ctx context.Context, row *Row[drainResult], s drainSpec, what string) {
-	h.logf("%s: %s messages over %s conversations, %s, Redis %s %s", what, num(float64(s.msgs), 0), num(float64(s.convs), 0), s.nats.Version, s.redis.cfg.Label(), envString(s.env))
+	h.logf("%s: %s messages over %s conversations, %s, Redis %s %s", what, num(float64(s.total()), 0), num(float64(s.convs), 0), s.nats.Version, s.redis.cfg.Label(), envString(s.env))
 	if round(ctx, h, row, fmt.Sprintf("drain %s conversations %s %s %s", num(float64(s.convs), 0), s.nats.Version, s.redis.cfg.Label(), envString(s.env)),
 		func() (drainResult, error) { return drainRound(ctx, h, s) }) {
 		v := row.Rounds[len(row.Rounds)-1]
@@ -260,7 +267,7 @@ func (h *harness) measureBaseline(ctx context.Context) {
 			rows = append(rows, batched)
 			continue
 		}
-		spec := h.drainSpec(bin, o.baseConvs, o.baseMessages, env)
+		spec := h.drainSpec(bin, o.baseConvs, o.baseMessages, env, nil)
 		name := "baseline scale, WORKER_APPEND_BATCH=256 (default)"
 		switch {
 		case env["WORKER_APPEND_BATCH"] != "":
@@ -277,7 +284,7 @@ func (h *harness) measureBaseline(ctx context.Context) {
 			if row == batched {
 				continue
 			}
-			spec := h.drainSpec(bin, o.baseConvs, o.baseMessages, row.Env)
+			spec := h.drainSpec(bin, o.baseConvs, o.baseMessages, row.Env, nil)
 			h.drainRound(ctx, row, spec, fmt.Sprintf("round %d/%d: %s", i+1, o.rounds, row.Name))
 		}
 	}
@@ -303,7 +310,7 @@ func (h *harness) measureRefOnly(ctx context.Context, bin *natsBinary) {
 	for i := range o.rounds {
 		h.logf("round %d/%d: JetStream consume+ack reference, %s", i+1, o.rounds, bin.Version)
 		round(ctx, h, ref, "JetStream reference "+bin.Version, func() (jsRefResult, error) {
-			return jsRefRound(ctx, h, bin, o.messages, o.conversations)
+			return jsRefRound(ctx, h, bin, o.messages, o.conversations, nil)
 		})
 	}
 	ref.finish()

@@ -52,7 +52,7 @@ func redisBenchRound(ctx context.Context, r *redisServer, n int) (float64, error
 // consumer on the workers' durable consumer: Messages() pulling 512 at a
 // time, as a worker with 2 lanes does, and Ack each. The time runs until
 // the server has every ack (no ack pending), so the stream is empty.
-func jsRefRound(ctx context.Context, h *harness, bin *natsBinary, msgs, convs int) (jsRefResult, error) {
+func jsRefRound(ctx context.Context, h *harness, bin *natsBinary, msgs, convs int, extra []corpusMsg) (jsRefResult, error) {
 	var res jsRefResult
 	n, err := startNATS(ctx, h.ps, bin, h.tmpPath("nats-ref"))
 	if err != nil {
@@ -63,9 +63,10 @@ func jsRefRound(ctx context.Context, h *harness, bin *natsBinary, msgs, convs in
 	if err := ensureStreams(ctx, n, cfg); err != nil {
 		return res, err
 	}
-	if res.PreloadRate, err = preload(ctx, n, cfg, "ref", msgs, convs); err != nil {
+	if res.PreloadRate, err = preload(ctx, n, cfg, "ref", msgs, convs, extra); err != nil {
 		return res, err
 	}
+	msgs += len(extra)
 	nc, js, err := n.connect()
 	if err != nil {
 		return res, err

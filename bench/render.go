@@ -169,7 +169,15 @@ func (r *Results) header(b *strings.Builder) {
 	}
 	b.WriteString("- Load: chat messages of 256 bytes (JSON with `message_id`, also the `Nats-Msg-Id`), round-robin over the conversations, " +
 		"published with async JetStream publishing into CHAT_IN made by `stream.Ensure`; `CHAT_BUFFER_SIZE=10`; " +
-		"one `cmd/worker` process with default settings (WORKER_CONCURRENCY = CPUs, WORKER_APPEND_BATCH=256, LOG_LEVEL=warn).\n\n")
+		"one `cmd/worker` process with default settings (WORKER_CONCURRENCY = CPUs, WORKER_APPEND_BATCH=256, LOG_LEVEL=warn).\n")
+	if c := r.Corpus; c != nil {
+		fmt.Fprintf(b, "- Corpus (--corpus): the drain and its reference (2) also carry %d messages of %d conversations of testdata/conversations, after the load", c.Messages, c.Conversations)
+		if len(c.Skipped) > 0 {
+			fmt.Fprintf(b, "; left out, their ids not expressible in a subject by this build: %s", strings.Join(c.Skipped, ", "))
+		}
+		b.WriteString(".\n")
+	}
+	b.WriteString("\n")
 }
 
 // references writes references (1) and (2).

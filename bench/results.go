@@ -154,7 +154,8 @@ type Results struct {
 		Version string        `json:"version"`
 		Configs []redisConfig `json:"configs"` // one redis-server each, the first for the phases that run on one
 	} `json:"redis_server"`
-	NATS []*natsBinary `json:"nats_servers"`
+	NATS   []*natsBinary `json:"nats_servers"`
+	Corpus *corpusInfo   `json:"corpus,omitempty"` // what --corpus added to the drain
 
 	RedisRef []*Row[float64]      `json:"ref_redis_benchmark_rpush"` // one per Redis configuration
 	JSRef    []*Row[jsRefResult]  `json:"ref_jetstream_consume_ack"`
@@ -170,6 +171,13 @@ type Results struct {
 	Errors    []string          `json:"errors,omitempty"`
 
 	growthTable []*Row[drainResult] // the growth rows and the drain, by conversations
+}
+
+// corpusInfo is what --corpus added to the drain's load.
+type corpusInfo struct {
+	Messages      int      `json:"messages"`
+	Conversations int      `json:"conversations"`
+	Skipped       []string `json:"skipped,omitempty"` // conversations whose ids no subject of this build names
 }
 
 // --- medians ---
