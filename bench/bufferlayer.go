@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontext/chatbuf/buffer"
 	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/internal/procs"
 )
 
 // bufferSize is CHAT_BUFFER_SIZE throughout the bench.
@@ -144,11 +145,11 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 	if err != nil {
 		return res, err
 	}
-	redisCPU0, err := cpuTime(r.p.pid())
+	redisCPU0, err := procs.CPUTime(r.p.Pid())
 	if err != nil {
 		return res, err
 	}
-	selfCPU0 := selfCPU()
+	selfCPU0 := procs.SelfCPU()
 	start := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
 	for _, items := range lanes {
@@ -204,10 +205,10 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 	res.Rate = float64(total) / elapsed.Seconds()
 	res.RoundTripsPerMsg = float64(trips.Load()) / float64(total)
 	res.CommandsPerMsg = float64(cmds.Load()) / float64(total)
-	if redisCPU1, err := cpuTime(r.p.pid()); err == nil {
+	if redisCPU1, err := procs.CPUTime(r.p.Pid()); err == nil {
 		res.RedisCPUus = perMsgUS(redisCPU1-redisCPU0, total)
 	}
-	res.ClientCPUus = perMsgUS(selfCPU()-selfCPU0, total)
+	res.ClientCPUus = perMsgUS(procs.SelfCPU()-selfCPU0, total)
 	aof1, err := r.aofState(ctx)
 	if err != nil {
 		return res, err

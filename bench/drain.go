@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opencontext/chatbuf/internal/procs"
 	"github.com/opencontext/chatbuf/stream"
 )
 
@@ -76,18 +77,18 @@ func workerEnv(redisPort int, natsURL, metricsAddr string, maxAckPending int, ex
 
 // workerProc is a running worker with its metrics endpoint.
 type workerProc struct {
-	p       *proc
+	p       *procs.Proc
 	metrics string // base URL
 }
 
 func startWorker(h *harness, rs *redisServer, natsURL string, extra map[string]string) (*workerProc, error) {
-	port, err := freePort()
+	port, err := procs.FreePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	h.workers++
-	p, err := h.ps.start("worker", h.tmpPath(fmt.Sprintf("worker-%d.log", h.workers)),
+	p, err := h.ps.Start("worker", h.tmpPath(fmt.Sprintf("worker-%d.log", h.workers)),
 		workerEnv(rs.port, natsURL, addr, h.opts.maxAckPending, extra), h.workerBin)
 	if err != nil {
 		return nil, err
@@ -95,16 +96,16 @@ func startWorker(h *harness, rs *redisServer, natsURL string, extra map[string]s
 	return &workerProc{p: p, metrics: "http://" + addr}, nil
 }
 
-func (w *workerProc) stop() { w.p.stop(10 * time.Second) }
+func (w *workerProc) stop() { w.p.Stop(10 * time.Second) }
 
 // failure explains err from talking to the worker: when the worker has
 // exited (or is exiting), its exit status and last log lines say more.
 func (w *workerProc) failure(err error) error {
 	select {
-	case <-w.p.done:
-		return w.p.exitError()
+	case <-w.p.Done():
+		return w.p.ExitError()
 	case <-time.After(500 * time.Millisecond):
-		return fmt.Errorf("worker (pid %d, still running): %w", w.p.pid(), err)
+		return fmt.Errorf("worker (pid %d, still running): %w", w.p.Pid(), err)
 	}
 }
 
@@ -159,7 +160,7 @@ func parseMetrics(r io.Reader) (map[string]float64, error) {
 
 // ready waits for /readyz to answer 200.
 func (w *workerProc) ready(ctx context.Context, timeout time.Duration) error {
-	err := waitFor(ctx, w.p, timeout, func() error {
+	err := procs.WaitFor(ctx, w.p, timeout, func() error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.metrics+"/readyz", nil)
 		if err != nil {
 			return err
@@ -174,8 +175,8 @@ func (w *workerProc) ready(ctx context.Context, timeout time.Duration) error {
 		}
 		return nil
 	})
-	if err == nil && !w.p.alive() {
-		return w.p.exitError() // another process answered on its port
+	if err == nil && !w.p.Alive() {
+		return w.p.ExitError() // another process answered on its port
 	}
 	return err
 }
@@ -202,8 +203,8 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 	if err != nil {
 		return res, err
 	}
-	redisCPU0, err1 := cpuTime(rs.p.pid())
-	natsCPU0, err2 := cpuTime(n.p.pid())
+	redisCPU0, err1 := procs.CPUTime(rs.p.Pid())
+	natsCPU0, err2 := procs.CPUTime(n.p.Pid())
 	if err1 != nil || err2 != nil {
 		return res, fmt.Errorf("read server CPU: %v %v", err1, err2)
 	}
@@ -224,8 +225,8 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 			return res, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
-		if !w.p.alive() {
-			return res, w.p.exitError()
+		if !w.p.Alive() {
+			return res, w.p.ExitError()
 		}
 		got, err := w.scrape(ctx)
 		if err == nil {
@@ -243,13 +244,13 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 		}
 		if time.Now().After(deadline) {
 			return res, fmt.Errorf("drain: only %.0f of %d messages in batches after %v; worker log:\n%s",
-				m["chatbuf_batch_messages_total"], s.total(), timeout, w.p.logTail(10))
+				m["chatbuf_batch_messages_total"], s.total(), timeout, w.p.LogTail(10))
 		}
 	}
 	elapsed := time.Since(start)
-	redisCPU1, err1 := cpuTime(rs.p.pid())
-	natsCPU1, err2 := cpuTime(n.p.pid())
-	rss, err3 := peakRSS(w.p.pid())
+	redisCPU1, err1 := procs.CPUTime(rs.p.Pid())
+	natsCPU1, err2 := procs.CPUTime(n.p.Pid())
+	rss, err3 := procs.PeakRSS(w.p.Pid())
 	if err1 != nil || err2 != nil || err3 != nil {
 		return res, fmt.Errorf("read /proc: %v %v %v", err1, err2, err3)
 	}

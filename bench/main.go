@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/opencontext/chatbuf/internal/procs"
 )
 
 func main() {
@@ -44,7 +46,7 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	h := &harness{opts: o, ps: newProcs(), start: time.Now()}
+	h := &harness{opts: o, ps: procs.NewGroup(), start: time.Now()}
 	h.res.Command = strings.TrimSpace("go run ./bench " + strings.Join(args, " "))
 	err = h.run(ctx)
 	h.close()
@@ -77,7 +79,7 @@ func run(args []string) int {
 // harness holds the servers and binaries of one sitting.
 type harness struct {
 	opts      options
-	ps        *procs
+	ps        *procs.Group
 	start     time.Time
 	tmp       string
 	binDir    string
@@ -112,7 +114,7 @@ func (h *harness) close() {
 	for _, r := range h.redises {
 		r.close()
 	}
-	h.ps.stopAll()
+	h.ps.StopAll()
 	switch {
 	case h.tmp == "":
 	case h.opts.keep:
@@ -153,7 +155,7 @@ func (h *harness) run(ctx context.Context) error {
 	}
 	h.targets()
 	h.res.DurationS = time.Since(h.start).Seconds()
-	h.res.Host.LoadEnd = loadAvg()
+	h.res.Host.LoadEnd = procs.LoadAvg()
 	return nil
 }
 
@@ -187,12 +189,12 @@ func (h *harness) setup(ctx context.Context) error {
 		r.Mode = "smoke"
 	}
 	r.Started, r.Rounds = h.start.UTC(), h.opts.rounds
-	r.Host.CPUs, r.Host.Go, r.Host.LoadStart = runtime.NumCPU(), runtime.Version(), loadAvg()
+	r.Host.CPUs, r.Host.Go, r.Host.LoadStart = runtime.NumCPU(), runtime.Version(), procs.LoadAvg()
 	r.Host.CPU, r.Host.Kernel = cpuModel(), strings.TrimSpace(readFile("/proc/sys/kernel/osrelease"))
 
 	h.logf("building ./cmd/worker into %s", h.binDir)
 	h.workerBin = filepath.Join(h.binDir, "worker")
-	if _, err := command(ctx, h.goEnv(), "go", "build", "-o", h.workerBin, "./cmd/worker"); err != nil {
+	if _, err := procs.Command(ctx, h.goEnv(), "go", "build", "-o", h.workerBin, "./cmd/worker"); err != nil {
 		return err
 	}
 	if h.current, err = h.installNATS(ctx); err != nil {
@@ -200,7 +202,7 @@ func (h *harness) setup(ctx context.Context) error {
 	}
 	r.NATS = append(r.NATS, h.current)
 	if h.opts.nats != "current" {
-		v, err := version(ctx, h.opts.debianNATS)
+		v, err := procs.Version(ctx, h.opts.debianNATS)
 		if err != nil {
 			return fmt.Errorf("the Debian nats-server (--debian-nats %s; make deps installs it, or use --nats=current): %w", h.opts.debianNATS, err)
 		}
@@ -246,13 +248,13 @@ func (h *harness) goEnv() []string {
 func (h *harness) installNATS(ctx context.Context) (*natsBinary, error) {
 	bin := filepath.Join(h.binDir, "nats-server")
 	want := strings.TrimPrefix(h.opts.natsVersion, "v")
-	if v, err := version(ctx, bin); err != nil || !strings.Contains(v, want) {
+	if v, err := procs.Version(ctx, bin); err != nil || !strings.Contains(v, want) {
 		h.logf("go install github.com/nats-io/nats-server/v2@%s into %s", h.opts.natsVersion, h.binDir)
-		if _, err := command(ctx, append(h.goEnv(), "GOBIN="+h.binDir), "go", "install", "github.com/nats-io/nats-server/v2@"+h.opts.natsVersion); err != nil {
+		if _, err := procs.Command(ctx, append(h.goEnv(), "GOBIN="+h.binDir), "go", "install", "github.com/nats-io/nats-server/v2@"+h.opts.natsVersion); err != nil {
 			return nil, err
 		}
 	}
-	v, err := version(ctx, bin)
+	v, err := procs.Version(ctx, bin)
 	if err != nil {
 		return nil, err
 	}

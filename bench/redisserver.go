@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/opencontext/chatbuf/internal/procs"
 )
 
 // aofModes are the values --aof takes: the redis-server configurations a
@@ -56,7 +58,7 @@ func (c redisConfig) flagString() string {
 // redisServer is one private redis-server of the sitting.
 type redisServer struct {
 	cfg     redisConfig
-	p       *proc
+	p       *procs.Proc
 	port    int
 	addr    string
 	version string
@@ -64,12 +66,12 @@ type redisServer struct {
 	writes  map[string]bool // the commands COMMAND INFO flags "write"
 }
 
-func startRedis(ctx context.Context, ps *procs, dir string, cfg redisConfig) (*redisServer, error) {
+func startRedis(ctx context.Context, ps *procs.Group, dir string, cfg redisConfig) (*redisServer, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server not found in PATH (make deps installs it): %w", err)
 	}
-	ver, err := version(ctx, bin)
+	ver, err := procs.Version(ctx, bin)
 	if err != nil {
 		return nil, err
 	}
@@ -78,26 +80,26 @@ func startRedis(ctx context.Context, ps *procs, dir string, cfg redisConfig) (*r
 	}
 	var lastErr error
 	for range 5 {
-		port, err := freePort()
+		port, err := procs.FreePort()
 		if err != nil {
 			return nil, err
 		}
 		args := append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
 			"--protected-mode", "no", "--daemonize", "no"}, cfg.Flags...)
-		p, err := ps.start("redis-server ("+cfg.Label()+")", filepath.Join(dir, "redis.log"), nil, bin, args...)
+		p, err := ps.Start("redis-server ("+cfg.Label()+")", filepath.Join(dir, "redis.log"), nil, bin, args...)
 		if err != nil {
 			return nil, err
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		rdb := redis.NewClient(&redis.Options{Addr: addr})
-		if lastErr = waitFor(ctx, p, 10*time.Second, func() error { return rdb.Ping(ctx).Err() }); lastErr == nil {
+		if lastErr = procs.WaitFor(ctx, p, 10*time.Second, func() error { return rdb.Ping(ctx).Err() }); lastErr == nil {
 			r := &redisServer{cfg: cfg, p: p, port: port, addr: addr, version: ver, rdb: rdb}
 			if r.writes, lastErr = writeCommands(ctx, rdb); lastErr == nil {
 				return r, nil
 			}
 		}
 		rdb.Close()
-		p.stop(time.Second)
+		p.Stop(time.Second)
 	}
 	return nil, fmt.Errorf("redis-server (%s) did not come up: %w", cfg.Label(), lastErr)
 }
@@ -183,7 +185,7 @@ func (r *redisServer) usedMiB(ctx context.Context) float64 {
 func (r *redisServer) close() {
 	if r != nil {
 		r.rdb.Close()
-		r.p.stop(5 * time.Second)
+		r.p.Stop(5 * time.Second)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opencontext/chatbuf/internal/procs"
 )
 
 // redisBenchArgs is reference (1): pipelined RPUSH of 256-byte values to
@@ -33,7 +35,7 @@ func redisBenchRound(ctx context.Context, r *redisServer, n int) (float64, error
 	if err := r.flush(ctx); err != nil {
 		return 0, err
 	}
-	out, err := command(ctx, nil, bin, redisBenchArgs(r.port, n)...)
+	out, err := procs.Command(ctx, nil, bin, redisBenchArgs(r.port, n)...)
 	if err != nil {
 		return 0, err
 	}
@@ -78,11 +80,11 @@ func jsRefRound(ctx context.Context, h *harness, bin *natsBinary, msgs, convs in
 	}
 	res.MaxAckPending = cons.CachedInfo().Config.MaxAckPending
 
-	natsCPU0, err := cpuTime(n.p.pid())
+	natsCPU0, err := procs.CPUTime(n.p.Pid())
 	if err != nil {
 		return res, err
 	}
-	selfCPU0 := selfCPU()
+	selfCPU0 := procs.SelfCPU()
 	start := time.Now()
 	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.WithMessagesErrOnMissingHeartbeat(false))
 	if err != nil {
@@ -122,14 +124,14 @@ func jsRefRound(ctx context.Context, h *harness, bin *natsBinary, msgs, convs in
 		time.Sleep(2 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
-	natsCPU1, err := cpuTime(n.p.pid())
+	natsCPU1, err := procs.CPUTime(n.p.Pid())
 	if err != nil {
 		return res, err
 	}
 	res.ElapsedS = elapsed.Seconds()
 	res.Rate = float64(msgs) / elapsed.Seconds()
 	res.NATSCPUus = perMsgUS(natsCPU1-natsCPU0, msgs)
-	res.ConsumerCPUus = perMsgUS(selfCPU()-selfCPU0, msgs)
+	res.ConsumerCPUus = perMsgUS(procs.SelfCPU()-selfCPU0, msgs)
 	return res, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/opencontext/chatbuf/internal/procs"
 	"github.com/opencontext/chatbuf/verify"
 )
 
@@ -79,7 +80,7 @@ func steadyRound(ctx context.Context, h *harness, bin *natsBinary, rate float64,
 	if err != nil {
 		return res, w.failure(err)
 	}
-	self0 := selfCPU()
+	self0 := procs.SelfCPU()
 	start := time.Now()
 	for i := 0; i < total; {
 		if ctx.Err() != nil {
@@ -105,7 +106,7 @@ func steadyRound(ctx context.Context, h *harness, bin *natsBinary, rate float64,
 		return res, fmt.Errorf("steady: %d PubAcks still pending after 1m", js.PublishAsyncPending())
 	}
 	pubElapsed := time.Since(start)
-	self1 := selfCPU()
+	self1 := procs.SelfCPU()
 	m1, err := w.scrape(ctx)
 	if err != nil {
 		return res, w.failure(err)

@@ -13,14 +13,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/opencontext/chatbuf/internal/redistest"
+	"github.com/opencontext/chatbuf/internal/procs"
 )
 
 // Cluster is a JetStream cluster of NATS servers owned by one test: each
@@ -111,7 +110,7 @@ func (c *Cluster) tryCluster(n int) error {
 	for i := range n {
 		nd := &clusterNode{name: fmt.Sprintf("n%d", i), dir: c.tb.TempDir()}
 		for _, p := range []*int{&nd.port, &nd.routePort, &nd.httpPort} {
-			port, err := redistest.FreePort()
+			port, err := procs.FreePort()
 			if err != nil {
 				return err
 			}
@@ -254,7 +253,7 @@ func (c *Cluster) tryStart(nd *clusterNode) error {
 		return nil
 	}
 	cmd := exec.Command(c.bin, "-c", nd.conf, "-l", filepath.Join(nd.dir, "nats.log"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // no server outlives a killed test
+	cmd.SysProcAttr = procs.DieWithParent() // no server outlives a killed test
 	nd.stderr = &lockedBuffer{}
 	cmd.Stderr = nd.stderr
 	if err := cmd.Start(); err != nil {
@@ -282,12 +281,7 @@ func (c *Cluster) tryStart(nd *clusterNode) error {
 }
 
 func logTail(dir string) string {
-	b, _ := os.ReadFile(filepath.Join(dir, "nats.log"))
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 10 {
-		lines = lines[len(lines)-10:]
-	}
-	return strings.Join(lines, "\n")
+	return strings.Join(procs.LogTail(filepath.Join(dir, "nats.log"), 10), "\n")
 }
 
 func (nd *clusterNode) kill() {

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,7 +20,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 
-	"github.com/opencontext/chatbuf/internal/redistest"
+	"github.com/opencontext/chatbuf/internal/procs"
 )
 
 // Server is a NATS server with JetStream owned by one test.
@@ -58,7 +57,7 @@ type Options struct {
 // JetStream and file storage in a temporary directory.
 func Embedded(tb testing.TB) *Server {
 	tb.Helper()
-	port, err := redistest.FreePort()
+	port, err := procs.FreePort()
 	if err != nil {
 		tb.Fatalf("natstest: %v", err)
 	}
@@ -107,7 +106,7 @@ func BinaryWith(tb testing.TB, o Options) *Server {
 	if err != nil {
 		tb.Fatalf("natstest: %s --version: %v", bin, err)
 	}
-	port, err := redistest.FreePort()
+	port, err := procs.FreePort()
 	if err != nil {
 		tb.Fatalf("natstest: %v", err)
 	}
@@ -133,7 +132,7 @@ func (s *Server) startBinary() {
 		args = append(args, "-c", filepath.Join(s.Dir, "nats-server.conf"))
 	}
 	cmd := exec.Command(s.bin, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // no server outlives a killed test
+	cmd.SysProcAttr = procs.DieWithParent() // no server outlives a killed test
 	if len(s.opts.Env) > 0 {
 		cmd.Env = append(os.Environ(), s.opts.Env...)
 	}

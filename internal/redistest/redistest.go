@@ -11,17 +11,17 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/opencontext/chatbuf/internal/procs"
 )
 
 // Server is a redis-server process owned by one test.
@@ -137,7 +137,7 @@ func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cmd := exec.Command(s.args[0], s.args[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // no server outlives a killed test
+	cmd.SysProcAttr = procs.DieWithParent() // no server outlives a killed test
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -162,12 +162,7 @@ func (s *Server) start() error {
 }
 
 func (s *Server) logTail() string {
-	b, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 5 {
-		lines = lines[len(lines)-5:]
-	}
-	return strings.Join(lines, " | ")
+	return strings.Join(procs.LogTail(filepath.Join(s.Dir, "redis.log"), 5), " | ")
 }
 
 // ping sends PING (after AUTH when the server has a password, over TLS
@@ -288,11 +283,4 @@ func (s *Server) Client(tb testing.TB) *redis.Client {
 }
 
 // FreePort asks the kernel for a free loopback TCP port.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func FreePort() (int, error) { return procs.FreePort() }
