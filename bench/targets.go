@@ -61,16 +61,21 @@ func (h *harness) targets() {
 		t.Measured = fmt.Sprintf("%s ÷ %s = %s (%s Redis writes/msg)", rate(b.Median.Rate), rate(ref.Median), ratio(b.Ratio), per(b.Median.WritesPerMsg))
 		add(t, "")
 	}
-	for _, d := range r.Drain {
-		t := Target{Goal: "≤ 0.1 Redis round trips per message in the drain (" + natsName(d.NATS) + ", Redis " + d.Redis + ")", Limit: 0.1, AtMost: true}
-		if !d.ok() {
-			add(t, "not measured")
-			continue
+	perDrain := func(goal string, limit float64, value func(drainResult) float64, measured func(drainResult) string) {
+		for _, d := range r.Drain {
+			t := Target{Goal: goal + " (" + natsName(d.NATS) + ", Redis " + d.Redis + ")", Limit: limit, AtMost: true}
+			if !d.ok() {
+				add(t, "not measured")
+				continue
+			}
+			t.Value, t.Measured = value(d.Median), measured(d.Median)
+			add(t, "")
 		}
-		t.Value = d.Median.RoundTripsPerMsg
-		t.Measured = per(t.Value) + " (" + per(d.Median.CommandsPerMsg) + " commands)"
-		add(t, "")
 	}
+	perDrain("≤ 0.1 Redis round trips per message in the drain", 0.1, func(m drainResult) float64 { return m.RoundTripsPerMsg },
+		func(m drainResult) string {
+			return per(m.RoundTripsPerMsg) + " (" + per(m.CommandsPerMsg) + " commands)"
+		})
 	rows := slices.DeleteFunc(h.growthRows(), func(x *Row[drainResult]) bool { return !x.ok() })
 	gt := Target{Goal: "drain at 1,000,000 conversations ≥ 0.8 × drain at 1,000", Limit: 0.8}
 	if len(rows) >= 2 {
@@ -93,16 +98,8 @@ func (h *harness) targets() {
 	} else {
 		add(gt, "fewer than two growth rows")
 	}
-	for _, d := range r.Drain {
-		t := Target{Goal: "worker peak RSS ≤ 64 MiB during the drain (" + natsName(d.NATS) + ", Redis " + d.Redis + ")", Limit: 64, AtMost: true}
-		if !d.ok() {
-			add(t, "not measured")
-			continue
-		}
-		t.Value = d.Median.WorkerPeakRSSMiB
-		t.Measured = mib(t.Value)
-		add(t, "")
-	}
+	perDrain("worker peak RSS ≤ 64 MiB during the drain", 64, func(m drainResult) float64 { return m.WorkerPeakRSSMiB },
+		func(m drainResult) string { return mib(m.WorkerPeakRSSMiB) })
 	st := Target{Goal: "size-batch latency p99 ≤ 50 ms at half load", Limit: 50, AtMost: true}
 	if s := r.Steady; s.ok() {
 		st.Value = s.Median.SizeLatency.P99MS

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/internal/procs"
 	"github.com/opencontext/chatbuf/verify"
 )
 
@@ -224,18 +225,8 @@ func stopAll(t *testing.T, ws []*workerProc) {
 
 // rssKB reads VmRSS of a process from /proc, in kB.
 func rssKB(pid int) (int, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			return strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	n, err := procs.RSS(pid)
+	return int(n >> 10), err
 }
 
 // waitAnyStatus polls the workers' /readyz until one answers want; it
