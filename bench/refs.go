@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -51,8 +52,8 @@ func redisBenchRound(ctx context.Context, r *redisServer, n int) (float64, error
 // CHAT_IN exactly as for the drain (stream and consumer made by
 // stream.Ensure: file storage, work-queue retention, 2m duplicate window,
 // explicit ack, the workers' MaxAckPending), then consumed by a minimal pull
-// consumer on the workers' durable consumer: Messages() pulling 512 at a
-// time, as a worker with 2 lanes does, and Ack each. The time runs until
+// consumer on the workers' durable consumer: Messages() pulling as many at
+// a time as a worker with its default lanes (one per CPU) does, and Ack each. The time runs until
 // the server has every ack (no ack pending), so the stream is empty.
 func jsRefRound(ctx context.Context, h *harness, bin *natsBinary, msgs, convs int, extra []corpusMsg) (jsRefResult, error) {
 	var res jsRefResult
@@ -86,7 +87,8 @@ func jsRefRound(ctx context.Context, h *harness, bin *natsBinary, msgs, convs in
 	}
 	selfCPU0 := procs.SelfCPU()
 	start := time.Now()
-	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.WithMessagesErrOnMissingHeartbeat(false))
+	res.PullMax = runtime.NumCPU() * 256 // the worker's pull window: lanes (CPUs) × WORKER_APPEND_BATCH
+	it, err := cons.Messages(jetstream.PullMaxMessages(res.PullMax), jetstream.WithMessagesErrOnMissingHeartbeat(false))
 	if err != nil {
 		return res, err
 	}

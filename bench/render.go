@@ -194,13 +194,14 @@ func (r *Results) references(b *strings.Builder) {
 			spread(x.Rounds, func(v float64) float64 { return v }, rate), "–", "–"})
 	}
 	for _, j := range r.JSRef {
-		name := fmt.Sprintf("(2) JetStream consume+ack, %s × 256 B preloaded in CHAT_IN over %s subjects; pull consumer (Messages(), 512 pulled), Ack each",
+		name := fmt.Sprintf("(2) JetStream consume+ack, %s × 256 B preloaded in CHAT_IN over %s subjects; pull consumer, Ack each",
 			num(float64(j.Messages), 0), num(float64(j.Conversations), 0))
 		if !j.ok() {
 			rows = append(rows, errRow(name+" — "+natsName(j.NATS), j.Error, 6))
 			continue
 		}
-		name += fmt.Sprintf("; the workers' consumer, MaxAckPending %s", num(float64(j.Median.MaxAckPending), 0))
+		name += fmt.Sprintf(" (Messages(), %d pulled, as the worker); the workers' consumer, MaxAckPending %s",
+			j.Median.PullMax, num(float64(j.Median.MaxAckPending), 0))
 		rows = append(rows, []string{name, natsName(j.NATS), rate(j.Median.Rate) + " msgs/s",
 			spread(j.Rounds, func(v jsRefResult) float64 { return v.Rate }, rate), us(j.Median.NATSCPUus), us(j.Median.ConsumerCPUus)})
 	}

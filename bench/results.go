@@ -21,6 +21,7 @@ type jsRefResult struct {
 	NATSCPUus     float64 `json:"nats_cpu_us_per_msg"`
 	ConsumerCPUus float64 `json:"consumer_cpu_us_per_msg"`
 	MaxAckPending int     `json:"max_ack_pending"` // of the consumer, as the server has it
+	PullMax       int     `json:"pull_max_messages"`
 }
 
 type bufferResult struct {
