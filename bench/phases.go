@@ -188,8 +188,12 @@ func (h *harness) drainSpec(bin *natsBinary, convs, msgs int, env map[string]str
 	}
 	if !s.fullBuffers() {
 		s.env["CHAT_FLUSH_MAX_AGE"] = h.opts.ageMax
-		s.notes = append(s.notes, fmt.Sprintf("%.3g message(s) per conversation: buffers do not all fill, so CHAT_FLUSH_MAX_AGE=%s and the age sweeper "+
-			"(every 1 s) flushes the partial ones; the time runs until all messages are in batches (or the time box)", float64(msgs)/float64(convs), h.opts.ageMax))
+		why := fmt.Sprintf("%.3g message(s) per conversation", float64(msgs)/float64(convs))
+		if len(corpus) > 0 {
+			why = "the corpus's conversations end in partial buffers"
+		}
+		s.notes = append(s.notes, fmt.Sprintf("%s: buffers do not all fill, so CHAT_FLUSH_MAX_AGE=%s and the age sweeper "+
+			"(every 1 s) flushes the partial ones; the time runs until all messages are in batches (or the time box)", why, h.opts.ageMax))
 	}
 	return s
 }
