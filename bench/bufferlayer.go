@@ -141,10 +141,11 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 	full := buffer.Want{Max: bufferSize, Min: bufferSize, Reason: chat.TriggerSize}
 	rest := buffer.Want{Max: bufferSize, Min: 1, Reason: chat.TriggerManual}
 
-	aof0, err := r.aofState(ctx)
+	aof, err := r.meterAOF(ctx)
 	if err != nil {
 		return res, err
 	}
+	defer aof.stop()
 	redisCPU0, err := procs.CPUTime(r.p.Pid())
 	if err != nil {
 		return res, err
@@ -209,11 +210,9 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 		res.RedisCPUus = perMsgUS(redisCPU1-redisCPU0, total)
 	}
 	res.ClientCPUus = perMsgUS(procs.SelfCPU()-selfCPU0, total)
-	aof1, err := r.aofState(ctx)
-	if err != nil {
+	if res.AOF, err = aof.finish(ctx, float64(total)); err != nil {
 		return res, err
 	}
-	res.AOF = aof1.costSince(aof0, float64(total))
 	if res.RedisCommands, err = r.commandCosts(ctx, float64(total)); err != nil {
 		return res, err
 	}

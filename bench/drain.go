@@ -199,10 +199,11 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 	if err := rs.resetStats(ctx); err != nil {
 		return res, err
 	}
-	aof0, err := rs.aofState(ctx)
+	aof, err := rs.meterAOF(ctx)
 	if err != nil {
 		return res, err
 	}
+	defer aof.stop()
 	redisCPU0, err1 := procs.CPUTime(rs.p.Pid())
 	natsCPU0, err2 := procs.CPUTime(n.p.Pid())
 	if err1 != nil || err2 != nil {
@@ -290,11 +291,9 @@ func drainRound(ctx context.Context, h *harness, s drainSpec) (drainResult, erro
 	res.Duplicates = m["chatbuf_messages_deduplicated_total"]
 	res.Dead = m["chatbuf_messages_dead_total"]
 	res.InBatches = m["chatbuf_batch_messages_total"]
-	aof1, err := rs.aofState(ctx)
-	if err != nil {
+	if res.AOF, err = aof.finish(ctx, msgs); err != nil {
 		return res, err
 	}
-	res.AOF = aof1.costSince(aof0, msgs)
 	if res.RedisCommands, err = rs.commandCosts(ctx, msgs); err != nil {
 		return res, err
 	}

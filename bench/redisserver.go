@@ -208,19 +208,80 @@ func (r *redisServer) aofState(ctx context.Context) (aofState, error) {
 
 // aofCost is what a measurement added to the append-only file.
 type aofCost struct {
-	// BytesPerMsg is the file's growth per message; 0 when a rewrite
-	// (which shrinks the file) ran during the measurement.
+	// BytesPerMsg is the file's growth per message, summed over samples
+	// every 50 ms; the intervals in which a rewrite ended (it replaces the
+	// file) are left out, so it is a slight undercount when Rewrites > 0.
 	BytesPerMsg  float64 `json:"aof_bytes_per_msg"`
 	Rewrites     float64 `json:"aof_rewrites"`
 	DelayedFsync float64 `json:"aof_delayed_fsync"` // fsyncs the disk held up (everysec)
 }
 
-func (a aofState) costSince(before aofState, msgs float64) aofCost {
-	c := aofCost{Rewrites: a.rewrites - before.rewrites, DelayedFsync: a.delayedFsync - before.delayedFsync}
-	if c.Rewrites == 0 {
-		c.BytesPerMsg = (a.size - before.size) / msgs
+// aofMeter follows the append-only file through a measurement.
+type aofMeter struct {
+	r           *redisServer
+	first, last aofState
+	grown       float64
+	err         error
+	stop        context.CancelFunc
+	done        chan struct{}
+}
+
+// meterAOF starts sampling the append-only file every 50 ms (nothing when
+// the configuration has none).
+func (r *redisServer) meterAOF(ctx context.Context) (*aofMeter, error) {
+	s, err := r.aofState(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return c
+	mctx, cancel := context.WithCancel(ctx)
+	m := &aofMeter{r: r, first: s, last: s, stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		if r.cfg.AOF == "off" {
+			return
+		}
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-mctx.Done():
+				return
+			case <-t.C:
+			}
+			s, err := r.aofState(mctx)
+			if err != nil {
+				if mctx.Err() == nil && m.err == nil {
+					m.err = err
+				}
+				continue
+			}
+			m.sample(s)
+		}
+	}()
+	return m, nil
+}
+
+func (m *aofMeter) sample(s aofState) {
+	if s.rewrites == m.last.rewrites && s.size >= m.last.size {
+		m.grown += s.size - m.last.size
+	}
+	m.last = s
+}
+
+// finish stops the sampling, takes a last sample and returns the cost per
+// message of msgs.
+func (m *aofMeter) finish(ctx context.Context, msgs float64) (aofCost, error) {
+	m.stop()
+	<-m.done
+	if m.err != nil {
+		return aofCost{}, m.err
+	}
+	s, err := m.r.aofState(ctx)
+	if err != nil {
+		return aofCost{}, err
+	}
+	m.sample(s)
+	return aofCost{BytesPerMsg: m.grown / msgs, Rewrites: s.rewrites - m.first.rewrites, DelayedFsync: s.delayedFsync - m.first.delayedFsync}, nil
 }
 
 // cmdCost is one command's share of Redis's work in a measurement, from

@@ -110,7 +110,7 @@ func (r *Results) markdown() string {
 	b.WriteString("CHAT_IN preloaded; ONE worker started; the time runs from its start until all messages are in CHAT_FLUSHED batches " +
 		"(its `chatbuf_batch_messages_total`, polled every 50 ms). Per-message figures: deltas over the drain divided by the messages " +
 		"(worker: its own counters; redis-server and nats-server: CPU from /proc; Redis writes: the calls of write commands in INFO commandstats, " +
-		"the scripts' included, each of which the append-only file records; AOF bytes: the growth of `aof_current_size`, – when a rewrite ran); " +
+		"the scripts' included, each of which the append-only file records; AOF bytes: the growth of `aof_current_size`, sampled every 50 ms, the intervals in which an AOF rewrite ended left out); " +
 		"worker peak RSS = VmHWM; flush mean = `chatbuf_flush_duration_seconds` sum/count (claim → publish → commit; a grouped flush counts its " +
 		"whole round for each of its batches); reference (2) and the drains (one per Redis configuration) run interleaved, round by round, on each server.\n\n")
 	drainTable(&b, r.Drain)
@@ -316,8 +316,7 @@ func list(b *strings.Builder, title string, items []string) {
 	b.WriteString("\n")
 }
 
-// aofBytes is the append-only file's growth per message, – when unknown
-// (no file, or a rewrite during the measurement).
+// aofBytes is the append-only file's growth per message, – without one.
 func aofBytes(c aofCost) string {
 	if c.BytesPerMsg <= 0 {
 		return "–"
