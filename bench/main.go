@@ -1,10 +1,12 @@
-// Command bench is chatbuf's benchmark harness: in one sitting it starts a
-// private redis-server and nats-server processes, measures two references
-// (redis-benchmark's pipelined RPUSH; JetStream consume+ack), the buffer
-// layer alone, a worker draining a preloaded CHAT_IN, the same drain
-// without pipelined appends, a steady load at half the drain rate, and the
-// drain at more conversations; it prints the results as a Markdown table and
-// writes them under bench/results/ as Markdown and JSON.
+// Command bench is chatbuf's benchmark harness: in one sitting it starts
+// private redis-server processes (without persistence and with the
+// append-only file, --aof) and nats-server processes, measures two
+// references (redis-benchmark's pipelined RPUSH; JetStream consume+ack),
+// the buffer layer alone and a worker draining a preloaded CHAT_IN on each
+// Redis configuration, the same drain without pipelined appends, a steady
+// load at half the drain rate, and the drain at more conversations; it
+// prints the results as a Markdown table and writes them under
+// bench/results/ as Markdown and JSON.
 //
 //	go run ./bench            # the full run (make bench), ~15 minutes
 //	go run ./bench --smoke    # ~20 s, for CI (make bench-smoke)
