@@ -2,8 +2,8 @@
 // of testdata/conversations at the module root: realistic chats in several
 // languages and scripts, emoji, OpenAI content-part arrays, messages near
 // the default 64 KiB limit, and ids that a NATS subject cannot carry as
-// they are. The demo, the end-to-end tests and the benchmark harness publish
-// them.
+// they are. The benchmark harness publishes them (bench --corpus); tests and
+// demos may load them the same way.
 //
 // A file holds one conversation:
 //

@@ -16,6 +16,10 @@ func TestRepositoryCorpusDecodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range convs {
+		subject := c.Conv.Subject("opencontext.chat", "in")
+		if back, err := chat.ParseSubject("opencontext.chat", "in", subject); err != nil || back != c.Conv {
+			t.Errorf("%s: subject %q names %+v (%v), want %+v", c.Name, subject, back, err, c.Conv)
+		}
 		for i, m := range c.Messages {
 			if len(m) > chat.DefaultMaxMessageBytes {
 				t.Errorf("%s message %d: %d bytes, over the default limit %d", c.Name, i+1, len(m), chat.DefaultMaxMessageBytes)
