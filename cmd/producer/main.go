@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/opencontext/chatbuf/internal/natsconn"
 	"github.com/opencontext/chatbuf/stream"
 	"github.com/opencontext/chatbuf/verify"
 )
@@ -409,30 +409,9 @@ func dial(c common) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(c.natsURL, append(opts, nats.Name("chatbuf-producer"), nats.Timeout(5*time.Second))...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to NATS at %s: %v", redactURL(c.natsURL), strings.TrimPrefix(err.Error(), "nats: "))
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %v", natsconn.RedactURL(c.natsURL), strings.TrimPrefix(err.Error(), "nats: "))
 	}
 	return nc, nil
-}
-
-// redactURL hides the credentials of a NATS URL or comma-separated list of
-// them: passwords and tokens (a user without password) become xxxxx.
-func redactURL(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		switch {
-		case err == nil && u.User != nil:
-			if _, ok := u.User.Password(); ok {
-				u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			} else {
-				u.User = url.User("xxxxx")
-			}
-			parts[i] = u.String()
-		case strings.Contains(p, "@"):
-			parts[i] = "xxxxx" + p[strings.LastIndex(p, "@"):]
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 func or(s, def string) string {

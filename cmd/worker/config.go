@@ -313,29 +313,7 @@ func (c config) validateNATSSecurity(environ map[string]string) []error {
 		}
 		return errs
 	}
-	if c.NATSPassword != "" && c.NATSUser == "" {
-		bad("NATS_PASSWORD", "needs NATS_USER")
-	}
-	if c.NATSUser != "" && c.NATSPassword == "" {
-		bad("NATS_USER", "needs NATS_PASSWORD")
-	}
-	var methods []string
-	for _, name := range []string{"NATS_USER", "NATS_TOKEN", "NATS_NKEY_SEED_FILE", "NATS_CREDS"} {
-		if environ[name] != "" {
-			methods = append(methods, name)
-		}
-	}
-	if urlHasCredentials(c.NATSURL) {
-		methods = append(methods, "NATS_URL")
-	}
-	if len(methods) > 1 {
-		bad(methods[1], fmt.Sprintf("set together with %s: choose one way to authenticate "+
-			"(NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_SEED_FILE, NATS_CREDS or credentials in NATS_URL)", methods[0]))
-	}
-	if _, err := c.natsSecurity(); err != nil {
-		errs = append(errs, err)
-	}
-	return errs
+	return append(errs, c.natsSecurityConfig().Validate(c.NATSURL, environ, func(name string) string { return shown(name, environ) })...)
 }
 
 // checkHostPort checks one host:port of REDIS_ADDRS.
