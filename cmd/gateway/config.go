@@ -1,0 +1,180 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/opencontext/chatbuf/internal/natsconn"
+)
+
+// config is the gateway's environment; every variable is in the README's
+// configuration table.
+type config struct {
+	Addr            string   `env:"GATEWAY_ADDR" envDefault:":1733"`
+	APIKeys         string   `env:"GATEWAY_API_KEYS"`
+	ContextAPIKey   string   `env:"CONTEXT_API_KEY"`
+	Auth            bool     `env:"GATEWAY_AUTH" envDefault:"true"`
+	MaxBodyBytes    int64    `env:"GATEWAY_MAX_BODY_BYTES" envDefault:"8388608"`
+	PublishTimeout  duration `env:"GATEWAY_PUBLISH_TIMEOUT" envDefault:"10s"`
+	FlushTimeout    duration `env:"GATEWAY_FLUSH_TIMEOUT" envDefault:"10s"`
+	ShutdownTimeout duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	LogLevel        string   `env:"LOG_LEVEL" envDefault:"info"`
+
+	NATSURL          string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	NATSUser         string `env:"NATS_USER"`
+	NATSPassword     string `env:"NATS_PASSWORD"`
+	NATSToken        string `env:"NATS_TOKEN"`
+	NATSNKeySeedFile string `env:"NATS_NKEY_SEED_FILE"`
+	NATSCreds        string `env:"NATS_CREDS"`
+	NATSTLSCAFile    string `env:"NATS_TLS_CA_FILE"`
+	NATSTLSCertFile  string `env:"NATS_TLS_CERT_FILE"`
+	NATSTLSKeyFile   string `env:"NATS_TLS_KEY_FILE"`
+
+	SubjectPrefix   string `env:"CHAT_SUBJECT_PREFIX" envDefault:"opencontext.chat"`
+	MaxMessageBytes int    `env:"CHAT_MAX_MESSAGE_BYTES" envDefault:"65536"`
+}
+
+// duration accepts Go syntax (90s, 24h) or plain seconds (86400).
+type duration time.Duration
+
+func (d *duration) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		*d = duration(time.Duration(n) * time.Second)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("not a duration (want Go syntax like 90s or plain seconds like 86400)")
+	}
+	*d = duration(v)
+	return nil
+}
+
+func (d duration) D() time.Duration { return time.Duration(d) }
+
+// keys are the accepted API keys: GATEWAY_API_KEYS (comma-separated) and
+// CONTEXT_API_KEY, without blanks and duplicates.
+func (c config) keys() []string {
+	var out []string
+	for _, k := range append(strings.Split(c.APIKeys, ","), c.ContextAPIKey) {
+		if k = strings.TrimSpace(k); k != "" && !contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (c config) natsSecurity() natsconn.Security {
+	return natsconn.Security{
+		User: c.NATSUser, Password: c.NATSPassword, Token: c.NATSToken,
+		NKeySeedFile: c.NATSNKeySeedFile, Creds: c.NATSCreds,
+		TLSCAFile: c.NATSTLSCAFile, TLSCertFile: c.NATSTLSCertFile, TLSKeyFile: c.NATSTLSKeyFile,
+	}
+}
+
+// loadConfig reads the configuration from environ and validates it. Errors
+// name the variable and its bad value, never a secret.
+func loadConfig(environ map[string]string) (config, error) {
+	cfg, err := env.ParseAsWithOptions[config](env.Options{Environment: environ})
+	if err != nil {
+		return cfg, explain(err, environ)
+	}
+	return cfg, cfg.validate(environ)
+}
+
+func explain(err error, environ map[string]string) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	var out []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			name := pe.Name
+			if f, ok := reflect.TypeFor[config]().FieldByName(pe.Name); ok {
+				name = f.Tag.Get("env")
+			}
+			why := pe.Err.Error()
+			var ne *strconv.NumError
+			if errors.As(pe.Err, &ne) {
+				why = map[bool]string{true: "not a boolean (want true or false)", false: "not an integer"}[ne.Func == "ParseBool"]
+			}
+			out = append(out, fmt.Errorf("%s: %s", shown(name, environ), why))
+			continue
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+// secretVars hold keys, passwords and tokens: errors and logs never show
+// their values.
+var secretVars = map[string]bool{"NATS_PASSWORD": true, "NATS_TOKEN": true, "GATEWAY_API_KEYS": true, "CONTEXT_API_KEY": true}
+
+func shown(name string, environ map[string]string) string {
+	v, set := environ[name]
+	switch {
+	case secretVars[name] && set:
+		return name + "=(hidden)"
+	case name == "NATS_URL":
+		return fmt.Sprintf("%s=%q", name, natsconn.RedactURL(v))
+	}
+	return fmt.Sprintf("%s=%q", name, v)
+}
+
+func (c config) validate(environ map[string]string) error {
+	var errs []error
+	bad := func(name, why string) {
+		errs = append(errs, fmt.Errorf("%s: %s", shown(name, environ), why))
+	}
+	if c.Addr == "" {
+		bad("GATEWAY_ADDR", "must be a listen address like :1733")
+	}
+	if c.Auth && len(c.keys()) == 0 {
+		errs = append(errs, errors.New("no API key: set GATEWAY_API_KEYS (comma-separated) or CONTEXT_API_KEY, "+
+			"or GATEWAY_AUTH=false to accept requests without a key"))
+	}
+	if c.MaxBodyBytes < 1 {
+		bad("GATEWAY_MAX_BODY_BYTES", "must be at least 1")
+	}
+	for name, d := range map[string]duration{"GATEWAY_PUBLISH_TIMEOUT": c.PublishTimeout,
+		"GATEWAY_FLUSH_TIMEOUT": c.FlushTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout} {
+		if d <= 0 {
+			bad(name, "must be a positive duration")
+		}
+	}
+	if c.NATSURL == "" || c.NATSURL == "embedded" {
+		bad("NATS_URL", "must be a NATS URL (the gateway does not embed a server)")
+	}
+	errs = append(errs, c.natsSecurity().Validate(c.NATSURL, environ, func(name string) string { return shown(name, environ) })...)
+	if strings.ContainsAny(c.SubjectPrefix, " *>\t") || c.SubjectPrefix == "" ||
+		strings.HasPrefix(c.SubjectPrefix, ".") || strings.HasSuffix(c.SubjectPrefix, ".") {
+		bad("CHAT_SUBJECT_PREFIX", "must be NATS subject tokens without wildcards, like opencontext.chat")
+	}
+	if c.MaxMessageBytes < 1 {
+		bad("CHAT_MAX_MESSAGE_BYTES", "must be at least 1")
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", "must be debug, info, warn or error")
+	}
+	return errors.Join(errs...)
+}

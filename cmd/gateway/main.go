@@ -1,0 +1,126 @@
+// Command gateway serves OpenContext's HTTP push API in front of chatbuf:
+// each chat message becomes a JetStream publish to CHAT_IN, answered 200
+// once JetStream acknowledged it. Configuration comes from the environment;
+// see the README.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/opencontext/chatbuf/internal/natsconn"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := loadConfig(environ())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gateway: bad configuration:\n%v\n", err)
+		os.Exit(2)
+	}
+	log := newLogger(cfg.LogLevel)
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("gateway: exiting", "error", err)
+		os.Exit(1)
+	}
+}
+
+func environ() map[string]string {
+	m := map[string]string{}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return m
+}
+
+// newLogger logs JSON when stderr is not a terminal, text when it is.
+func newLogger(level string) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(level)) // validated with the configuration
+	opts := &slog.HandlerOptions{Level: lvl}
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+func run(ctx context.Context, cfg config, log *slog.Logger) error {
+	natsOpts, err := cfg.natsSecurity().Options()
+	if err != nil {
+		return err
+	}
+	nc, err := natsconn.Connect(cfg.NATSURL, "chatbuf-gateway", natsOpts, log, nil)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g, err := newGateway(nc, Options{
+		Prefix:          cfg.SubjectPrefix,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		PublishTimeout:  cfg.PublishTimeout.D(),
+		FlushTimeout:    cfg.FlushTimeout.D(),
+		Keys:            cfg.keys(),
+		NoAuth:          !cfg.Auth,
+		Logger:          log,
+		Registry:        reg,
+	})
+	if err != nil {
+		return err
+	}
+	if !cfg.Auth {
+		log.Warn("http: authentication is off (GATEWAY_AUTH=false): any client may push")
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("GATEWAY_ADDR=%q: %w", cfg.Addr, err)
+	}
+	srv := &http.Server{
+		Handler:           g.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      cfg.PublishTimeout.D() + cfg.FlushTimeout.D() + 30*time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("http: serving OpenContext's push API", "addr", ln.Addr().String(), "nats", natsconn.RedactURL(cfg.NATSURL),
+		"prefix", cfg.SubjectPrefix, "auth", cfg.Auth, "keys", len(cfg.keys()))
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("http: shutting down: finishing requests in flight", "timeout", cfg.ShutdownTimeout.D().String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("http: shutdown: %w", err)
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http: %w", err)
+	}
+	log.Info("gateway: stopped")
+	return nil
+}
