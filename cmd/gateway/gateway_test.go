@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -469,14 +468,4 @@ func TestMetrics(t *testing.T) {
 func TestUnknownRoute(t *testing.T) {
 	e := newEnv(t, nil)
 	expect(t, e.do("GET", "/api/nothing", ""), 404, `{"detail":"Not Found"}`)
-}
-
-// jsonOf is v as JSON text.
-func jsonOf(t *testing.T, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
