@@ -11,6 +11,7 @@ all: build
 build:
 	$(GO) build -o bin/worker ./cmd/worker
 	$(GO) build -o bin/producer ./cmd/producer
+	$(GO) build -o bin/gateway ./cmd/gateway
 
 ## demo: a worker on embedded NATS and ~10 s of producer load --verify.
 demo:

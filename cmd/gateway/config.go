@@ -35,6 +35,7 @@ type config struct {
 	NATSTLSCAFile    string `env:"NATS_TLS_CA_FILE"`
 	NATSTLSCertFile  string `env:"NATS_TLS_CERT_FILE"`
 	NATSTLSKeyFile   string `env:"NATS_TLS_KEY_FILE"`
+	NATSInboxPrefix  string `env:"NATS_INBOX_PREFIX"`
 
 	SubjectPrefix   string `env:"CHAT_SUBJECT_PREFIX" envDefault:"opencontext.chat"`
 	MaxMessageBytes int    `env:"CHAT_MAX_MESSAGE_BYTES" envDefault:"65536"`

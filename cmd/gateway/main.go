@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -62,6 +63,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	natsOpts, err := cfg.natsSecurity().Options()
 	if err != nil {
 		return err
+	}
+	if cfg.NATSInboxPrefix != "" {
+		natsOpts = append(natsOpts, nats.CustomInboxPrefix(cfg.NATSInboxPrefix))
 	}
 	nc, err := natsconn.Connect(cfg.NATSURL, "chatbuf-gateway", natsOpts, log, nil)
 	if err != nil {
