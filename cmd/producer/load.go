@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,6 +26,9 @@ type loadOptions struct {
 	verifyTimeout           time.Duration
 	bufferSize              int
 	json                    bool
+	http                    string // gateway base URL: publish through it
+	apiKey                  string // its API key
+	batch, conns            int    // messages per HTTP request, concurrent connections
 }
 
 func (o loadOptions) validate() error {
@@ -45,6 +49,12 @@ func (o loadOptions) validate() error {
 		return errors.New("--buffer-size must be at least 1")
 	case o.verifyTimeout <= 0:
 		return errors.New("--verify-timeout must be positive")
+	case o.batch < 1 || o.batch > 100:
+		return errors.New("--batch must be 1-100")
+	case o.conns < 1:
+		return errors.New("--conns must be at least 1")
+	case o.http != "" && !strings.HasPrefix(o.http, "http://") && !strings.HasPrefix(o.http, "https://"):
+		return fmt.Errorf("--http %q: want the gateway's base URL, like http://127.0.0.1:1733", o.http)
 	}
 	return nil
 }
@@ -57,31 +67,52 @@ type summary struct {
 	Report     *verify.Report `json:"report,omitempty"`
 }
 
-// load runs the load command on a connected nc.
+// loadRunner publishes a load: to JetStream directly, or through the
+// gateway.
+type loadRunner interface {
+	run(ctx context.Context) stats
+	progress() progress
+}
+
+// load runs the load command. nc may be nil when publishing through the
+// gateway (--http) without --verify.
 func load(ctx context.Context, nc *nats.Conn, cfg stream.Config, o loadOptions, stdout, stderr io.Writer) error {
 	text := stdout
 	if o.json {
 		text = stderr
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(o.window), jetstream.WithPublishAsyncTimeout(ackTimeout))
-	if err != nil {
-		return err
-	}
 	rec := verify.NewRecorder(verify.NewRunID())
 	convs := conversations(rec.Run(), o.conversations, o.hostile)
-	if _, err := js.StreamNameBySubject(ctx, cfg.In(convs[0])); err != nil {
-		return fmt.Errorf("no JetStream stream takes %s (%v): start a worker once, it creates the streams", cfg.In(convs[0]), err)
-	}
-	var from verify.Position
-	if o.verify {
-		if from, err = verify.Tail(ctx, js, cfg); err != nil {
+	var (
+		js     jetstream.JetStream
+		from   verify.Position
+		err    error
+		server = "(not connected)"
+	)
+	if nc != nil {
+		server = nc.ConnectedServerVersion()
+		js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(o.window), jetstream.WithPublishAsyncTimeout(ackTimeout))
+		if err != nil {
 			return err
+		}
+		if _, err := js.StreamNameBySubject(ctx, cfg.In(convs[0])); err != nil {
+			return fmt.Errorf("no JetStream stream takes %s (%v): start a worker once, it creates the streams", cfg.In(convs[0]), err)
+		}
+		if o.verify {
+			if from, err = verify.Tail(ctx, js, cfg); err != nil {
+				return err
+			}
 		}
 	}
 
-	p := newPublisher(js, cfg, o, rec, convs)
+	var p loadRunner
+	if o.http != "" {
+		p = newHTTPPublisher(o.http, o.apiKey, o, rec, convs)
+	} else {
+		p = newPublisher(js, cfg, o, rec, convs)
+	}
 	stop := startProgress(stderr, o.messages, p.progress)
-	s := summary{stats: p.run(ctx), NATSServer: nc.ConnectedServerVersion()}
+	s := summary{stats: p.run(ctx), NATSServer: server}
 	stop()
 	fmt.Fprint(text, s.String())
 

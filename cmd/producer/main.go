@@ -31,6 +31,7 @@ const usage = `Usage:
   producer [--nats URL] [--prefix P] load [--conversations 1000] [--messages 100000] [--rate 0]
            [--size 256] [--window 4096] [--hostile] [--no-message-id]
            [--verify] [--verify-timeout 2m] [--buffer-size 10] [--json]
+           [--http URL [--batch 10] [--conns 32]]
 
 send publishes one chat message with content TEXT and waits for its PubAck.
 Without TEXT it publishes each JSON line of standard input as it is; the
@@ -48,6 +49,11 @@ object on stdout). --hostile includes 16 conversations with hostile ids
 conversation, reads the batches back and checks them against the contract
 (--buffer-size is the workers' CHAT_BUFFER_SIZE). Exit 1 on loss, duplicate,
 misplacement, malformed batch, or a publish that failed after retries.
+--http URL sends the load through the gateway (POST
+/api/push/chat/messages, --batch messages a request, --conns keep-alive
+connections, each sending its own conversations in order; key from
+GATEWAY_API_KEY or CONTEXT_API_KEY); --window does not apply, and NATS is
+needed only for --verify.
 
 Flags go before TEXT. Environment: NATS_URL (default ` + defaultNATSURL + `),
 CHAT_SUBJECT_PREFIX (default ` + stream.DefaultPrefix + `), CHAT_BUFFER_SIZE
@@ -353,6 +359,9 @@ func loadCommand(ctx context.Context, c common, args []string, getenv func(strin
 	fs.DurationVar(&o.verifyTimeout, "verify-timeout", 2*time.Minute, "how long --verify waits for every message")
 	fs.IntVar(&o.bufferSize, "buffer-size", bufferSize, "the workers' CHAT_BUFFER_SIZE, for --verify")
 	fs.BoolVar(&o.json, "json", false, "print the summary and report as one JSON object on stdout (text goes to stderr)")
+	fs.StringVar(&o.http, "http", "", "publish through the gateway at this base URL (http://host:1733) instead of JetStream")
+	fs.IntVar(&o.batch, "batch", 10, "with --http: messages per request (1-100)")
+	fs.IntVar(&o.conns, "conns", 32, "with --http: concurrent requests, each on its own keep-alive connection")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -361,6 +370,10 @@ func loadCommand(ctx context.Context, c common, args []string, getenv func(strin
 	}
 	if err := o.validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	o.apiKey = or(getenv("GATEWAY_API_KEY"), getenv("CONTEXT_API_KEY"))
+	if o.http != "" && !o.verify {
+		return load(ctx, nil, c.config(), o, stdout, stderr)
 	}
 	nc, err := dial(c)
 	if err != nil {
