@@ -21,7 +21,7 @@ import (
 )
 
 // bin holds the binaries built once by TestMain.
-var bin struct{ worker, producer string }
+var bin struct{ worker, producer, gateway string }
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "chatbuf-e2e-")
@@ -29,8 +29,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
-	bin.worker, bin.producer = filepath.Join(dir, "worker"), filepath.Join(dir, "producer")
-	for out, pkg := range map[string]string{bin.worker: "../cmd/worker", bin.producer: "../cmd/producer"} {
+	bin.worker, bin.producer, bin.gateway = filepath.Join(dir, "worker"), filepath.Join(dir, "producer"), filepath.Join(dir, "gateway")
+	for out, pkg := range map[string]string{bin.worker: "../cmd/worker", bin.producer: "../cmd/producer", bin.gateway: "../cmd/gateway"} {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Stderr = os.Stderr
 		if err := cmd.Run(); err != nil {

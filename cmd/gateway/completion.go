@@ -62,7 +62,7 @@ func (g *gateway) callCompletion(ctx context.Context, endpoint string, req any) 
 
 func (g *gateway) completionFailed(w http.ResponseWriter, r *http.Request, status int, err error) {
 	g.log.Warn("http: completion request failed", "path", r.URL.Path, "status", status, "error", err)
-	writeJSON(w, status, map[string]any{"success": false, "error": err.Error()})
+	writeJSON(w, status, ordered{"success", false, "error", err.Error()})
 }
 
 func (g *gateway) cacheStats(w http.ResponseWriter, r *http.Request) {
@@ -71,8 +71,8 @@ func (g *gateway) cacheStats(w http.ResponseWriter, r *http.Request) {
 		g.completionFailed(w, r, status, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"success": true, "data": stats,
-		"timestamp": time.Now().Format("2006-01-02T15:04:05.000000")})
+	writeJSON(w, http.StatusOK, ordered{"success", true, "data", stats,
+		"timestamp", time.Now().Format("2006-01-02T15:04:05.000000")})
 }
 
 func (g *gateway) cacheClear(w http.ResponseWriter, r *http.Request) {
@@ -82,7 +82,7 @@ func (g *gateway) cacheClear(w http.ResponseWriter, r *http.Request) {
 		g.completionFailed(w, r, status, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"success": true, "message": "Cache cleared"})
+	writeJSON(w, http.StatusOK, ordered{"success", true, "message", "Cache cleared"})
 }
 
 // precompute stores the document's content as its precomputed context:
@@ -104,13 +104,13 @@ func (g *gateway) precompute(w http.ResponseWriter, r *http.Request) {
 		g.invalid(w, r, errs)
 		return
 	}
-	value, _ := json.Marshal(map[string]any{"document_id": id, "content": q.Get("content")})
+	value, _ := json.Marshal(ordered{"document_id", id, "content", q.Get("content")})
 	_, status, err := g.callCompletion(r.Context(), "precompute", map[string]any{
 		"user": completionUser(r), "doc_id": strconv.FormatInt(id, 10), "value": json.RawMessage(value)})
 	if err != nil {
 		g.completionFailed(w, r, status, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"success": true,
-		"message": fmt.Sprintf("Document %d context precomputation completed", id)})
+	writeJSON(w, http.StatusOK, ordered{"success", true,
+		"message", fmt.Sprintf("Document %d context precomputation completed", id)})
 }

@@ -234,8 +234,15 @@ func fail(w http.ResponseWriter, status int, message string) {
 	writeJSON(w, status, envelope{Code: status, Status: status, Message: message})
 }
 
+// healthData is OpenContext's health answer, its members in its order.
+type healthData struct {
+	Status     string          `json:"status"`
+	Service    string          `json:"service"`
+	Components map[string]bool `json:"components,omitempty"`
+}
+
 func (g *gateway) health(w http.ResponseWriter, _ *http.Request) {
-	okAnswer(w, "success", map[string]string{"status": "healthy", "service": "opencontext"})
+	okAnswer(w, "success", healthData{Status: "healthy", Service: "opencontext"})
 }
 
 // apiHealth adds the components; 503 while NATS is unreachable.
@@ -244,8 +251,7 @@ func (g *gateway) apiHealth(w http.ResponseWriter, _ *http.Request) {
 		fail(w, http.StatusServiceUnavailable, "Service unhealthy")
 		return
 	}
-	okAnswer(w, "success", map[string]any{"status": "healthy", "service": "opencontext",
-		"components": map[string]bool{"nats": true}})
+	okAnswer(w, "success", healthData{Status: "healthy", Service: "opencontext", Components: map[string]bool{"nats": true}})
 }
 
 func (g *gateway) authStatus(w http.ResponseWriter, _ *http.Request) {

@@ -103,7 +103,7 @@ func (g *gateway) message(raw json.RawMessage, loc []any, ids [3]string, rules m
 	msgID, hasID := str(obj, "message_id", loc, &errs)
 	if len(msgID) > chat.MaxMessageIDLen {
 		errs = append(errs, verr{Type: "string_too_long", Loc: at(loc, "message_id"), Input: obj["message_id"],
-			Msg: fmt.Sprintf("String should have at most %d bytes", chat.MaxMessageIDLen), Ctx: map[string]any{"max_length": chat.MaxMessageIDLen}})
+			Msg: fmt.Sprintf("String should have at most %d bytes", chat.MaxMessageIDLen), Ctx: ordered{"max_length", chat.MaxMessageIDLen}})
 	}
 	if errs != nil {
 		return outMsg{}, errs
@@ -176,7 +176,7 @@ func requestIDs(obj object, names []string, nonEmpty bool, errs *[]verr) [3]stri
 		case !given:
 		case s == "" && nonEmpty:
 			*errs = append(*errs, verr{Type: "string_too_short", Loc: at(loc, name), Msg: "String should have at least 1 character",
-				Input: obj[name], Ctx: map[string]any{"min_length": 1}})
+				Input: obj[name], Ctx: ordered{"min_length", 1}})
 		case s == "":
 		default:
 			if err := chat.ValidateID(s); err != nil {
@@ -336,7 +336,7 @@ func (g *gateway) pushChat(w http.ResponseWriter, r *http.Request) {
 		}
 		errs = append(errs, verr{Type: typ, Loc: []any{"body", "messages"}, Input: obj["messages"],
 			Msg: fmt.Sprintf("List should have at %s %d item%s after validation, not %d", word, n, map[bool]string{true: "s"}[n > 1], len(items)),
-			Ctx: map[string]any{"field_type": "List", key: n, "actual_length": len(items)}})
+			Ctx: ordered{"field_type", "List", key, n, "actual_length", len(items)}})
 		items = nil
 	}
 	ids := requestIDs(obj, idNames[:], true, &errs)
@@ -345,7 +345,7 @@ func (g *gateway) pushChat(w http.ResponseWriter, r *http.Request) {
 		var s string
 		if json.Unmarshal(raw, &s) != nil || (s != "buffer" && s != "direct") {
 			errs = append(errs, verr{Type: "literal_error", Loc: []any{"body", "process_mode"}, Input: raw,
-				Msg: "Input should be 'buffer' or 'direct'", Ctx: map[string]any{"expected": "'buffer' or 'direct'"}})
+				Msg: "Input should be 'buffer' or 'direct'", Ctx: ordered{"expected", "'buffer' or 'direct'"}})
 		} else {
 			mode = s
 		}
@@ -369,6 +369,12 @@ func (g *gateway) pushChat(w http.ResponseWriter, r *http.Request) {
 
 // notChat are OpenContext's batch item types that are not chat messages.
 var notChat = map[string]bool{"screenshot": true, "document": true, "activity": true, "todo": true, "tip": true}
+
+type batchData struct {
+	Results      []itemResult `json:"results"`
+	SuccessCount int          `json:"success_count"`
+	Total        int          `json:"total"`
+}
 
 type itemResult struct {
 	Type    string `json:"type"`
@@ -437,7 +443,7 @@ func (g *gateway) pushBatch(w http.ResponseWriter, r *http.Request) {
 		results[i].Success = true
 	}
 	okAnswer(w, fmt.Sprintf("Batch push completed: %d/%d items succeeded", len(chatItems), len(results)),
-		map[string]any{"results": results, "success_count": len(chatItems), "total": len(results)})
+		batchData{Results: results, SuccessCount: len(chatItems), Total: len(results)})
 }
 
 // itemError is a batch item's validation errors as one line.

@@ -79,7 +79,7 @@ func TestCompletionRoutes(t *testing.T) {
 	e := newEnv(t, nil)
 	// No service: 503 in the completion shape.
 	a := e.do("GET", "/api/completions/cache/stats", "")
-	if a.status != 503 || !strings.HasPrefix(string(a.body), `{"error":"completion service unavailable: no worker serves completion.stats"`) {
+	if a.status != 503 || string(a.body) != `{"success":false,"error":"completion service unavailable: no worker serves completion.stats"}` {
 		t.Errorf("stats without service: %d %s", a.status, a.body)
 	}
 
@@ -116,7 +116,7 @@ func TestCompletionRoutes(t *testing.T) {
 	expect(t, e.post("/api/completions/precompute/42?content=hello+world", ""), 200,
 		`{"success":true,"message":"Document 42 context precomputation completed"}`)
 	v, err := cache.GetPrecomputed(ctx, "default", "42")
-	if err != nil || string(v) != `{"content":"hello world","document_id":42}` {
+	if err != nil || string(v) != `{"document_id":42,"content":"hello world"}` {
 		t.Errorf("precomputed value %s, %v", v, err)
 	}
 	expect(t, e.post("/api/completions/precompute/abc?content=x", ""), 422,

@@ -17,7 +17,34 @@ type verr struct {
 	Loc   []any           `json:"loc"`
 	Msg   string          `json:"msg"`
 	Input json.RawMessage `json:"input"`
-	Ctx   map[string]any  `json:"ctx,omitempty"`
+	Ctx   ordered         `json:"ctx,omitempty"`
+}
+
+// ordered is a JSON object written with its members in the order given:
+// name, value, name, value...
+type ordered []any
+
+func (o ordered) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i := 0; i+1 < len(o); i += 2 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, err := json.Marshal(o[i])
+		if err != nil {
+			return nil, err
+		}
+		v, err := json.Marshal(o[i+1])
+		if err != nil {
+			return nil, err
+		}
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
 }
 
 func at(loc []any, more ...any) []any {
@@ -37,7 +64,7 @@ func wrongType(loc []any, typ, msg string, input json.RawMessage) verr {
 // sizes), in pydantic's form for a validator's ValueError.
 func valueErr(loc []any, input json.RawMessage, format string, args ...any) verr {
 	e := fmt.Sprintf(format, args...)
-	return verr{Type: "value_error", Loc: loc, Msg: "Value error, " + e, Input: orNull(input), Ctx: map[string]any{"error": e}}
+	return verr{Type: "value_error", Loc: loc, Msg: "Value error, " + e, Input: orNull(input), Ctx: ordered{"error", e}}
 }
 
 func orNull(raw json.RawMessage) json.RawMessage {
@@ -97,7 +124,7 @@ func parseObject(raw []byte, loc []any) (object, []verr) {
 			msg = strings.TrimPrefix(err.Error(), "json: ")
 		}
 		return nil, []verr{{Type: "json_invalid", Loc: at(loc, pos), Msg: "JSON decode error",
-			Input: json.RawMessage("{}"), Ctx: map[string]any{"error": msg}}}
+			Input: json.RawMessage("{}"), Ctx: ordered{"error", msg}}}
 	}
 	if trimmed[0] != '{' {
 		return nil, []verr{wrongType(loc, "model_attributes_type",
