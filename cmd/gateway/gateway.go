@@ -112,13 +112,25 @@ func newGateway(nc *nats.Conn, o Options) (*gateway, error) {
 // Handler routes every request.
 func (g *gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
-	open := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, g.observe(pattern, h)) }
-	authed := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, g.observe(pattern, g.auth(h))) }
+	paths := map[string]bool{}
+	handle := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, g.observe(pattern, h))
+		_, path, _ := strings.Cut(pattern, " ")
+		if !paths[path] {
+			// Another method on a known path: FastAPI's 405.
+			paths[path] = true
+			mux.Handle(path, g.observe("other", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"detail": "Method Not Allowed"})
+			})))
+		}
+	}
+	open := func(pattern string, h http.HandlerFunc) { handle(pattern, h) }
+	authed := func(pattern string, h http.HandlerFunc) { handle(pattern, g.auth(h)) }
 
 	open("GET /health", g.health)
 	open("GET /api/health", g.apiHealth)
 	open("GET /api/auth/status", g.authStatus)
-	mux.Handle("GET /metrics", g.observe("GET /metrics", promhttp.HandlerFor(g.o.Registry, promhttp.HandlerOpts{})))
+	handle("GET /metrics", promhttp.HandlerFor(g.o.Registry, promhttp.HandlerOpts{}))
 
 	authed("POST /api/push/chat/message", g.pushMessage)
 	authed("POST /api/push/chat/messages", g.pushMessages)

@@ -468,4 +468,7 @@ func TestMetrics(t *testing.T) {
 func TestUnknownRoute(t *testing.T) {
 	e := newEnv(t, nil)
 	expect(t, e.do("GET", "/api/nothing", ""), 404, `{"detail":"Not Found"}`)
+	expect(t, e.do("GET", msgPath, ""), 405, `{"detail":"Method Not Allowed"}`)
+	expect(t, e.do("POST", "/health", ""), 405, `{"detail":"Method Not Allowed"}`)
+	expect(t, e.do("GET", "/api/completions/precompute/1", ""), 405, `{"detail":"Method Not Allowed"}`)
 }
