@@ -48,7 +48,7 @@ func newEnv(t *testing.T, mod func(*Options)) *testEnv {
 	if _, err := stream.Ensure(ctx, js, stream.Config{}.WithDefaults()); err != nil {
 		t.Fatalf("create streams: %v", err)
 	}
-	gnc, err := natsconn.Connect(ns.URL, "chatbuf-gateway-test", nil, slog.New(slog.DiscardHandler), nil)
+	gnc, err := natsconn.Connect(ns.URL, "chatbuf-gateway-test", nil, slog.New(slog.DiscardHandler), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if cfg.NATSInboxPrefix != "" {
 		natsOpts = append(natsOpts, nats.CustomInboxPrefix(cfg.NATSInboxPrefix))
 	}
-	nc, err := natsconn.Connect(cfg.NATSURL, "chatbuf-gateway", natsOpts, log, nil)
+	nc, err := natsconn.Connect(cfg.NATSURL, "chatbuf-gateway", natsOpts, log, nil, nil)
 	if err != nil {
 		return err
 	}
