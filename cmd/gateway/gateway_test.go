@@ -472,3 +472,29 @@ func TestUnknownRoute(t *testing.T) {
 	expect(t, e.do("POST", "/health", ""), 405, `{"detail":"Method Not Allowed"}`)
 	expect(t, e.do("GET", "/api/completions/precompute/1", ""), 405, `{"detail":"Method Not Allowed"}`)
 }
+
+// A request with more messages than the connection's async publish window
+// (16384) is accepted whole, in order.
+func TestLargeRequest(t *testing.T) {
+	e := newEnv(t, nil)
+	const n = 20000
+	var b strings.Builder
+	b.WriteString(`{"user_id":"big","messages":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"role":"user","content":"%d"}`, i)
+	}
+	b.WriteString(`]}`)
+	expect(t, e.post(msgsPath, b.String()), 200,
+		fmt.Sprintf(`{"code":0,"status":200,"message":"Pushed %d chat messages successfully","data":{"count":%d}}`, n, n))
+	if got := e.count(); got != n {
+		t.Fatalf("CHAT_IN holds %d messages, want %d", got, n)
+	}
+	for i, m := range e.newMessages(n) {
+		if m.Body["content"] != fmt.Sprint(i) {
+			t.Fatalf("CHAT_IN message %d has content %v, want %d: out of request order", i+1, m.Body["content"], i)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -188,6 +189,9 @@ func requestIDs(obj object, names []string, nonEmpty bool, errs *[]verr) [3]stri
 	return ids
 }
 
+// publishWindow bounds the PubAcks one request waits for at once.
+const publishWindow = 1024
+
 // errUnavailable: the gateway has no NATS connection right now.
 var errUnavailable = errors.New("NATS is unavailable")
 
@@ -211,12 +215,33 @@ func (g *gateway) publish(ctx context.Context, msgs []outMsg, endBatch bool) err
 		}
 	}
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	acked := 0 // futures[:acked] have their PubAck
+	wait := func() error {
+		f := futures[acked]
+		select {
+		case <-f.Ok():
+			acked++
+			return nil
+		case err := <-f.Err():
+			return fmt.Errorf("publish to %s: %w", f.Msg().Subject, err)
+		case <-ctx.Done():
+			return fmt.Errorf("publish to %s: no PubAck within %v (GATEWAY_PUBLISH_TIMEOUT)", f.Msg().Subject, g.o.PublishTimeout)
+		}
+	}
 	failed := func(err error) error {
-		g.messages.WithLabelValues("accepted").Add(float64(len(futures)))
-		g.messages.WithLabelValues("failed").Add(float64(len(msgs) - len(futures)))
+		g.messages.WithLabelValues("accepted").Add(float64(acked))
+		g.messages.WithLabelValues("failed").Add(float64(len(msgs) - acked))
 		return err
 	}
+	deadline, _ := ctx.Deadline()
 	for i, m := range msgs {
+		// At most publishWindow PubAcks of one request pending: a large
+		// request does not take the connection's whole async window.
+		if i-acked >= publishWindow {
+			if err := wait(); err != nil {
+				return failed(err)
+			}
+		}
 		nm := &nats.Msg{Subject: m.conv.Subject(g.o.Prefix, stream.KindIn), Data: m.body}
 		if m.msgID != "" || (endBatch && last[m.conv] == i) {
 			nm.Header = nats.Header{}
@@ -227,21 +252,15 @@ func (g *gateway) publish(ctx context.Context, msgs []outMsg, endBatch bool) err
 				nm.Header.Set(EndBatchHeader, "true")
 			}
 		}
-		f, err := g.js.PublishMsgAsync(nm)
+		f, err := g.js.PublishMsgAsync(nm, jetstream.WithStallWait(max(time.Until(deadline), time.Millisecond)))
 		if err != nil {
 			return failed(fmt.Errorf("publish to %s: %w", nm.Subject, err))
 		}
 		futures = append(futures, f)
 	}
-	for i, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			futures = futures[:i]
-			return failed(fmt.Errorf("publish to %s: %w", f.Msg().Subject, err))
-		case <-ctx.Done():
-			futures = futures[:i]
-			return failed(fmt.Errorf("publish to %s: no PubAck within %v (GATEWAY_PUBLISH_TIMEOUT)", f.Msg().Subject, g.o.PublishTimeout))
+	for acked < len(futures) {
+		if err := wait(); err != nil {
+			return failed(err)
 		}
 	}
 	g.messages.WithLabelValues("accepted").Add(float64(len(msgs)))
