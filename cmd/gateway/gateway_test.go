@@ -492,9 +492,17 @@ func TestLargeRequest(t *testing.T) {
 	if got := e.count(); got != n {
 		t.Fatalf("CHAT_IN holds %d messages, want %d", got, n)
 	}
-	for i, m := range e.newMessages(n) {
-		if m.Body["content"] != fmt.Sprint(i) {
-			t.Fatalf("CHAT_IN message %d has content %v, want %d: out of request order", i+1, m.Body["content"], i)
+	s, err := e.js.Stream(t.Context(), stream.DefaultInStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i += 499 { // a sample: reading all 20000 one by one is slow
+		m, err := s.GetMsg(t.Context(), uint64(i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf(`{"role":"user","content":"%d"}`, i); string(m.Data) != want {
+			t.Fatalf("CHAT_IN message %d is %s, want %s: out of request order", i+1, m.Data, want)
 		}
 	}
 }
