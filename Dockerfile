@@ -1,15 +1,16 @@
-# Builds the worker and producer images (see docker-compose.yml).
+# Builds the worker, producer and gateway image (see docker-compose.yml).
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -o /out/worker ./cmd/worker && \
-    CGO_ENABLED=0 go build -trimpath -o /out/producer ./cmd/producer
+    CGO_ENABLED=0 go build -trimpath -o /out/producer ./cmd/producer && \
+    CGO_ENABLED=0 go build -trimpath -o /out/gateway ./cmd/gateway
 
 FROM alpine:3.22
 RUN adduser -D -u 10001 chatbuf
-COPY --from=build /out/worker /out/producer /usr/local/bin/
+COPY --from=build /out/worker /out/producer /out/gateway /usr/local/bin/
 USER chatbuf
-EXPOSE 9464
+EXPOSE 9464 1733
 ENTRYPOINT ["/usr/local/bin/worker"]
