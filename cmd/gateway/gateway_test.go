@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontext/chatbuf/chat"
 	"github.com/opencontext/chatbuf/stream"
@@ -504,5 +505,28 @@ func TestLargeRequest(t *testing.T) {
 		if want := fmt.Sprintf(`{"role":"user","content":"%d"}`, i); string(m.Data) != want {
 			t.Fatalf("CHAT_IN message %d is %s, want %s: out of request order", i+1, m.Data, want)
 		}
+	}
+}
+
+// A time without offset, as Python's datetime.isoformat() writes a naive
+// local time, is taken in the gateway's time zone and written RFC 3339;
+// an RFC 3339 time is kept as sent.
+func TestNaiveTimestamp(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, ts := range []string{"2026-12-05T19:26:38.123456", "2026-12-05 19:26:38", "2026-12-05T19:26:38.5+08:00"} {
+		expect(t, e.post(msgPath, `{"role":"user","content":"x","timestamp":"`+ts+`"}`), 200,
+			`{"code":0,"status":200,"message":"Chat message pushed successfully"}`)
+	}
+	got := e.newMessages(3)
+	for i, want := range []time.Time{
+		time.Date(2026, 12, 5, 19, 26, 38, 123456000, time.Local),
+		time.Date(2026, 12, 5, 19, 26, 38, 0, time.Local),
+	} {
+		if s := got[i].Body["timestamp"].(string); s != want.Format(time.RFC3339Nano) {
+			t.Errorf("message %d: timestamp %q, want %q", i, s, want.Format(time.RFC3339Nano))
+		}
+	}
+	if s := got[2].Body["timestamp"]; s != "2026-12-05T19:26:38.5+08:00" {
+		t.Errorf("RFC 3339 timestamp stored as %q, want it as sent", s)
 	}
 }

@@ -97,6 +97,12 @@ func (g *gateway) message(raw json.RawMessage, loc []any, ids [3]string, rules m
 	conv := conversation(ids)
 
 	ts, hasTS := str(obj, "timestamp", loc, &errs)
+	tsRaw := obj["timestamp"]
+	if hasTS {
+		if fixed, ok := naiveTimestamp(ts); ok {
+			tsRaw, _ = json.Marshal(fixed)
+		}
+	}
 	meta := obj["metadata"]
 	if !isNull(meta) && meta[0] != '{' {
 		errs = append(errs, wrongType(at(loc, "metadata"), "dict_type", "Input should be a valid dictionary", meta))
@@ -118,7 +124,7 @@ func (g *gateway) message(raw json.RawMessage, loc []any, ids [3]string, rules m
 	b.Write(content)
 	if hasTS {
 		b.WriteString(`,"timestamp":`)
-		b.Write(obj["timestamp"])
+		b.Write(tsRaw)
 	}
 	if !isNull(meta) {
 		b.WriteString(`,"metadata":`)
@@ -142,6 +148,25 @@ func (g *gateway) message(raw json.RawMessage, loc []any, ids [3]string, rules m
 		return outMsg{}, []verr{valueErr(loc, raw, "%s", msg)}
 	}
 	return outMsg{conv: conv, body: body, msgID: msgID}, nil
+}
+
+// naiveLayouts are ISO 8601 times without an offset, as Python's
+// datetime.isoformat() writes a naive (local) time.
+var naiveLayouts = []string{"2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999"}
+
+// naiveTimestamp turns a time without offset (OpenContext's clients send
+// naive local times) into RFC 3339 in the gateway's time zone; ok is false
+// for anything else, which is kept as it is (and checked as RFC 3339).
+func naiveTimestamp(s string) (string, bool) {
+	if _, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return "", false
+	}
+	for _, layout := range naiveLayouts {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t.Format(time.RFC3339Nano), true
+		}
+	}
+	return "", false
 }
 
 // conversation turns ids into a conversation; an id not given is "_".
