@@ -12,6 +12,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/opencontext/chatbuf/chat"
+	shared "github.com/opencontext/chatbuf/internal/config"
 )
 
 // config is the worker's environment. Names from the original system are
@@ -83,23 +84,7 @@ type config struct {
 const defaultMetricsAddr = ":9464"
 
 // duration accepts Go syntax (90s, 24h) or plain seconds (86400).
-type duration time.Duration
-
-func (d *duration) UnmarshalText(b []byte) error {
-	s := strings.TrimSpace(string(b))
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		*d = duration(time.Duration(n) * time.Second)
-		return nil
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("not a duration (want Go syntax like 90s or plain seconds like 86400)")
-	}
-	*d = duration(v)
-	return nil
-}
-
-func (d duration) D() time.Duration { return time.Duration(d) }
+type duration = shared.Duration
 
 // loadConfig reads the configuration from environ and validates it. Errors
 // name the variable and its bad value.

@@ -8,10 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -23,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/opencontext/chatbuf/buffer"
+	"github.com/opencontext/chatbuf/chat"
 	"github.com/opencontext/chatbuf/completion"
 	"github.com/opencontext/chatbuf/fallback"
 	"github.com/opencontext/chatbuf/flush"
@@ -215,6 +214,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	m.registerOldest(oldest, time.Now)
 	m.registerOldestRefused(flushers, time.Now)
+	if rdb != nil {
+		(&backlog{rdb: rdb, keys: chat.NewKeys(cfg.RedisKeyPrefix), maxAge: cfg.FlushMaxAge.D(), now: time.Now}).register(m.reg)
+	}
 	if fb != nil {
 		fbMode.Store(fb)
 	}
@@ -267,45 +269,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 
 // newRedis returns the Redis client: a Redis Cluster client seeded with
 // REDIS_ADDRS when that is set, else a client of REDIS_HOST:REDIS_PORT.
-func newRedis(cfg config) (redis.UniversalClient, error) {
-	tlsCfg, err := cfg.redisTLS()
-	if err != nil {
-		return nil, err
-	}
-	retries := 3
-	if !cfg.RedisRetryOnTimeout {
-		retries = -1
-	}
-	if addrs := cfg.redisAddrs(); len(addrs) > 0 {
-		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:        addrs,
-			Username:     cfg.RedisUsername,
-			Password:     cfg.RedisPassword,
-			PoolSize:     cfg.RedisMaxConnections,
-			DialTimeout:  cfg.RedisConnectTimeout.D(),
-			ReadTimeout:  cfg.RedisSocketTimeout.D(),
-			WriteTimeout: cfg.RedisSocketTimeout.D(),
-			MaxRetries:   retries,
-			TLSConfig:    tlsCfg,
-		}), nil
-	}
-	return redis.NewClient(&redis.Options{
-		Addr:         redisAddr(cfg),
-		Username:     cfg.RedisUsername,
-		Password:     cfg.RedisPassword,
-		DB:           cfg.RedisDB,
-		PoolSize:     cfg.RedisMaxConnections,
-		DialTimeout:  cfg.RedisConnectTimeout.D(),
-		ReadTimeout:  cfg.RedisSocketTimeout.D(),
-		WriteTimeout: cfg.RedisSocketTimeout.D(),
-		MaxRetries:   retries,
-		TLSConfig:    tlsCfg,
-	}), nil
-}
+func newRedis(cfg config) (redis.UniversalClient, error) { return cfg.redisConn().Client() }
 
-func redisAddr(cfg config) string {
-	return net.JoinHostPort(cfg.RedisHost, strconv.Itoa(cfg.RedisPort))
-}
+func redisAddr(cfg config) string { return cfg.redisConn().Addr() }
 
 // startCompletion serves the completion cache as the NATS micro service
 // "completion", on Redis (shared by all workers) or, with Redis disabled, in
