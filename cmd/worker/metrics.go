@@ -82,14 +82,19 @@ func (m *metrics) registerOldestRefused(flushers []*flush.Flusher, now func() ti
 	}))
 }
 
-// registerOldest exports the age of the oldest pending message.
+// registerOldest exports the age of the oldest pending message, read at
+// most once per backlogEvery (scrapes in between reuse the last reading).
 func (m *metrics) registerOldest(oldest func(context.Context) (time.Time, bool, error), now func() time.Time) {
+	var c cached[time.Time]
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "chatbuf", Name: "oldest_buffer_age_seconds",
-		Help: "Age of the oldest buffered or in-flight message (0 when none)."}, func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		t, ok, err := oldest(ctx)
-		if err != nil || !ok {
+		Help: "Age of the oldest buffered or in-flight message (0 when none); read at most every 5s."}, func() float64 {
+		t, ok := c.get(now(), func() (time.Time, bool) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			t, ok, err := oldest(ctx)
+			return t, err == nil && ok
+		})
+		if !ok || t.IsZero() {
 			return 0
 		}
 		return now().Sub(t).Seconds()
@@ -126,19 +131,33 @@ func newMetrics() *metrics {
 	m.mode = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("store_mode", "1 for the store appends go to: shared (Redis) or local (process memory).")), []string{"mode"})
 	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.errors, m.ready, m.mode, m.roundTrips, m.commands, m.refused, m.rejected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, r := range []chat.Reason{chat.ReasonTooLarge, chat.ReasonBadID, chat.ReasonBadJSON, chat.ReasonInvalid, chat.ReasonIDMismatch, worker.ReasonStoreRejected, stream.ReasonBatchRejected} {
-		m.dead.WithLabelValues(string(r))
+	// Every label set the dashboard and the alerts use exists from the
+	// start, so that rate() sees the first event.
+	for _, r := range deadReasons {
+		m.dead.WithLabelValues(r)
 	}
-	for _, r := range []chat.Trigger{chat.TriggerSize, chat.TriggerAge, chat.TriggerManual} {
-		m.batches.WithLabelValues(string(r))
+	for _, r := range batchReasons {
+		m.batches.WithLabelValues(r)
+		m.batchMsgs.WithLabelValues(r)
 	}
-	m.errors.WithLabelValues("redis")
-	m.errors.WithLabelValues("nats")
+	for _, c := range errorComponents {
+		m.errors.WithLabelValues(c)
+	}
+	m.setMode("shared")
 	for _, k := range []string{flush.KindFull, flush.KindTooLarge, flush.KindLimits, flush.KindPermission, flush.KindUnavailable, flush.KindTimeout, flush.KindOther} {
 		m.refused.WithLabelValues(k)
 	}
 	return m
 }
+
+// Label values initialised at start: the contract's dead-letter reasons,
+// batch reasons, and the components errors are counted for.
+var (
+	deadReasons = []string{string(chat.ReasonTooLarge), string(chat.ReasonBadID), string(chat.ReasonBadJSON),
+		string(chat.ReasonInvalid), string(chat.ReasonIDMismatch), string(worker.ReasonStoreRejected), string(stream.ReasonBatchRejected)}
+	batchReasons    = []string{"size", "age", "idle", "bytes", "end", "manual"}
+	errorComponents = []string{"redis", "nats"}
+)
 
 func (m *metrics) workerHooks() worker.Hooks {
 	return worker.Hooks{
