@@ -181,14 +181,28 @@ for c = 1, (#KEYS - 1) / 2 do
   local at = #out + 1
   out[at] = 0
   local n, first, appended = nil, nil, 0
+  local marked = {}
   for i = a, a + 2 * k - 1, 2 do
     local fresh = redis.call('ZADD', dd, 'NX', now, ARGV[i]) == 1
-    if not fresh and tonumber(redis.call('ZSCORE', dd, ARGV[i])) < horizon then
-      redis.call('ZADD', dd, 'XX', now, ARGV[i])
-      fresh = true
+    local was = false
+    if not fresh then
+      was = redis.call('ZSCORE', dd, ARGV[i])
+      if tonumber(was) < horizon then
+        redis.call('ZADD', dd, 'XX', now, ARGV[i])
+        fresh = true
+      end
     end
     if fresh then
-      n = redis.call('RPUSH', buf, ARGV[i + 1])
+      marked[#marked + 1] = {ARGV[i], was}
+      n = redis.pcall('RPUSH', buf, ARGV[i + 1])
+      if type(n) == 'table' and n.err then
+        -- The buffer refuses (a key of the wrong type in its place): the
+        -- messages of this call were not appended, so they are not seen.
+        for _, m in ipairs(marked) do
+          if m[2] then redis.call('ZADD', dd, 'XX', m[2], m[1]) else redis.call('ZREM', dd, m[1]) end
+        end
+        return redis.error_reply(n.err)
+      end
       first = first or ARGV[i + 1]
       appended = appended + 1
       out[#out + 1] = 1

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/opencontext/chatbuf/chat"
+	shared "github.com/opencontext/chatbuf/internal/config"
+	"github.com/opencontext/chatbuf/stream"
+)
+
+// config is what chatbufctl reads of the worker's environment: the same
+// variables, with the same defaults, so that it reaches the same Redis and
+// NATS the same way.
+type config struct {
+	RedisHost           string          `env:"REDIS_HOST" envDefault:"localhost"`
+	RedisPort           int             `env:"REDIS_PORT" envDefault:"6379"`
+	RedisAddrs          string          `env:"REDIS_ADDRS"`
+	RedisUsername       string          `env:"REDIS_USERNAME"`
+	RedisPassword       string          `env:"REDIS_PASSWORD"`
+	RedisDB             int             `env:"REDIS_DB" envDefault:"0"`
+	RedisKeyPrefix      string          `env:"REDIS_KEY_PREFIX" envDefault:"opencontext:"`
+	RedisSocketTimeout  shared.Duration `env:"REDIS_SOCKET_TIMEOUT" envDefault:"5s"`
+	RedisConnectTimeout shared.Duration `env:"REDIS_CONNECT_TIMEOUT" envDefault:"5s"`
+	RedisTLS            bool            `env:"REDIS_TLS" envDefault:"false"`
+	RedisTLSCAFile      string          `env:"REDIS_TLS_CA_FILE"`
+	RedisTLSCertFile    string          `env:"REDIS_TLS_CERT_FILE"`
+	RedisTLSKeyFile     string          `env:"REDIS_TLS_KEY_FILE"`
+	RedisTLSServerName  string          `env:"REDIS_TLS_SERVER_NAME"`
+
+	NATSURL          string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	NATSEmbeddedAddr string `env:"NATS_EMBEDDED_ADDR" envDefault:"127.0.0.1:4222"`
+	NATSUser         string `env:"NATS_USER"`
+	NATSPassword     string `env:"NATS_PASSWORD"`
+	NATSToken        string `env:"NATS_TOKEN"`
+	NATSNKeySeedFile string `env:"NATS_NKEY_SEED_FILE"`
+	NATSCreds        string `env:"NATS_CREDS"`
+	NATSTLSCAFile    string `env:"NATS_TLS_CA_FILE"`
+	NATSTLSCertFile  string `env:"NATS_TLS_CERT_FILE"`
+	NATSTLSKeyFile   string `env:"NATS_TLS_KEY_FILE"`
+
+	SubjectPrefix string          `env:"CHAT_SUBJECT_PREFIX" envDefault:"opencontext.chat"`
+	FlushMaxAge   shared.Duration `env:"CHAT_FLUSH_MAX_AGE" envDefault:"5m"`
+}
+
+func loadConfig(environ map[string]string) (config, error) {
+	cfg, err := env.ParseAsWithOptions[config](env.Options{Environment: environ})
+	if err != nil {
+		return cfg, err
+	}
+	if cfg.FlushMaxAge <= 0 {
+		return cfg, fmt.Errorf("CHAT_FLUSH_MAX_AGE=%q: must be a positive duration", environ["CHAT_FLUSH_MAX_AGE"])
+	}
+	return cfg, nil
+}
+
+func (c config) keys() chat.Keys { return chat.NewKeys(c.RedisKeyPrefix) }
+
+func (c config) streams() stream.Config { return stream.Config{Prefix: c.SubjectPrefix}.WithDefaults() }
+
+func (c config) maxAge() time.Duration { return c.FlushMaxAge.D() }
+
+func (c config) redis() (redis.UniversalClient, error) {
+	var addrs []string
+	for a := range strings.SplitSeq(c.RedisAddrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	return shared.Redis{Host: c.RedisHost, Port: c.RedisPort, Addrs: addrs, Username: c.RedisUsername,
+		Password: c.RedisPassword, DB: c.RedisDB, MaxConnections: 4,
+		SocketTimeout: c.RedisSocketTimeout.D(), ConnectTimeout: c.RedisConnectTimeout.D(), RetryOnTimeout: true,
+		TLS: c.RedisTLS, TLSCAFile: c.RedisTLSCAFile, TLSCertFile: c.RedisTLSCertFile, TLSKeyFile: c.RedisTLSKeyFile,
+		TLSServerName: c.RedisTLSServerName}.Client()
+}
+
+// nats connects to NATS_URL (to NATS_EMBEDDED_ADDR when the worker runs an
+// embedded server), failing at once when it cannot.
+func (c config) nats(stderr io.Writer) (*nats.Conn, error) {
+	url := c.NATSURL
+	if url == "embedded" {
+		url = "nats://" + c.NATSEmbeddedAddr
+	}
+	opts, err := shared.NATS{User: c.NATSUser, Password: c.NATSPassword, Token: c.NATSToken, NKeySeedFile: c.NATSNKeySeedFile,
+		Creds: c.NATSCreds, TLSCAFile: c.NATSTLSCAFile, TLSCertFile: c.NATSTLSCertFile, TLSKeyFile: c.NATSTLSKeyFile}.Options()
+	if err != nil {
+		return nil, err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts = append(opts, nats.Timeout(5*time.Second))
+	nc, err := nats.Connect(url, append(opts, nats.Name("chatbufctl"), nats.MaxReconnects(2),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats: async error", "error", err) }))...)
+	if err != nil {
+		return nil, fmt.Errorf("NATS_URL=%q: %w", shared.RedactURL(url), err)
+	}
+	return nc, nil
+}
+
+var errUsage = errors.New("usage")
