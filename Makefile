@@ -12,6 +12,7 @@ build:
 	$(GO) build -o bin/worker ./cmd/worker
 	$(GO) build -o bin/producer ./cmd/producer
 	$(GO) build -o bin/gateway ./cmd/gateway
+	$(GO) build -o bin/chatbufctl ./cmd/chatbufctl
 
 ## demo: a worker on embedded NATS and ~10 s of producer load --verify.
 demo:
