@@ -46,29 +46,34 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// sys is a Redis, a NATS and a worker process.
+// sys is a Redis (or Redis Cluster), a NATS and a worker process.
 type sys struct {
-	t     *testing.T
-	redis *redistest.Server
-	rdb   *redis.Client
-	nats  *natstest.Server
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	env   map[string]string
+	t    *testing.T
+	rdb  redis.UniversalClient
+	nats *natstest.Server
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	env  map[string]string
 }
 
+// newSys runs a worker on a single Redis.
 func newSys(t *testing.T) *sys {
-	s := &sys{t: t, redis: redistest.Start(t), nats: natstest.Embedded(t)}
-	s.rdb = s.redis.Client(t)
+	rs := redistest.Start(t)
+	return startSys(t, rs.Client(t), map[string]string{"REDIS_HOST": "127.0.0.1", "REDIS_PORT": strconv.Itoa(rs.Port)})
+}
+
+// startSys starts NATS and a worker on the Redis that redisEnv names.
+func startSys(t *testing.T, rdb redis.UniversalClient, redisEnv map[string]string) *sys {
+	s := &sys{t: t, rdb: rdb, nats: natstest.Embedded(t)}
 	s.nc = s.nats.Conn(t)
 	js, err := jetstream.New(s.nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.js = js
-	s.env = map[string]string{
-		"REDIS_HOST": "127.0.0.1", "REDIS_PORT": strconv.Itoa(s.redis.Port), "NATS_URL": s.nats.URL,
-		"CHAT_FLUSH_MAX_AGE": "1h",
+	s.env = map[string]string{"NATS_URL": s.nats.URL, "CHAT_FLUSH_MAX_AGE": "1h"}
+	for k, v := range redisEnv {
+		s.env[k] = v
 	}
 	port, err := redistest.FreePort()
 	if err != nil {
@@ -76,8 +81,10 @@ func newSys(t *testing.T) *sys {
 	}
 	metrics := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(workerBin)
-	cmd.Env = append(os.Environ(), "REDIS_HOST=127.0.0.1", "REDIS_PORT="+strconv.Itoa(s.redis.Port), "NATS_URL="+s.nats.URL,
-		"METRICS_ADDR="+metrics, "LOG_LEVEL=warn", "CHAT_FLUSH_MAX_AGE=1h", "CHAT_BUFFER_SIZE=10", "CHAT_ACK_WAIT=5s")
+	cmd.Env = append(os.Environ(), "METRICS_ADDR="+metrics, "LOG_LEVEL=warn", "CHAT_BUFFER_SIZE=10", "CHAT_ACK_WAIT=5s")
+	for k, v := range s.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	var log lockedBuffer
 	cmd.Stderr = &log
 	if err := cmd.Start(); err != nil {
@@ -92,7 +99,7 @@ func newSys(t *testing.T) *sys {
 			t.Logf("worker log:\n%s", log.String())
 		}
 	})
-	waitFor(t, "the worker to be ready", 30*time.Second, func() bool {
+	waitFor(t, "the worker to be ready", 60*time.Second, func() bool {
 		resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + metrics + "/readyz")
 		if err != nil {
 			return false
@@ -531,5 +538,65 @@ func TestDeadLettersRedrive(t *testing.T) {
 	slices.Sort(reasons)
 	if strings.Join(reasons, ",") != "too_large" || st.DeadLettersTotal != 1 {
 		t.Errorf("dead letters after redrive and purge = %v", st.DeadLetters)
+	}
+}
+
+// On Redis Cluster the due index is one key per slot in use: stats, ls
+// (paged across slots), show and flush read them through chat.Keys.
+func TestInspectRedisCluster(t *testing.T) {
+	rc := redistest.StartCluster(t, 3, 0)
+	s := startSys(t, rc.Client(t), map[string]string{"REDIS_ADDRS": strings.Join(rc.Masters(), ",")})
+	convs := []chat.Conversation{alice, bob, carol,
+		{User: "dan", Device: "d", Agent: "a"}, {User: "erin", Device: "e", Agent: "a"}}
+	for i, c := range convs {
+		for j := 0; j <= i; j++ {
+			s.publish(c, fmt.Sprintf("m%d-%d", i, j), "hi")
+		}
+	}
+	var st statsOut
+	waitFor(t, "15 messages of 5 conversations in stats", 30*time.Second, func() bool {
+		st = statsOut{}
+		s.jsonOK(&st, "stats")
+		return st.Conversations == 5 && st.MessagesBuffered == 15
+	})
+	if st.RedisDueIndexes < 2 || st.Partial {
+		t.Errorf("stats on a cluster = %+v; want the conversations spread over several slots", st)
+	}
+	seen := map[string]bool{}
+	cursor := ""
+	for page := 0; page < 10; page++ {
+		var ls lsOut
+		args := []string{"ls", "--limit", "2"}
+		if cursor != "" {
+			args = append(args, "--cursor", cursor)
+		}
+		s.jsonOK(&ls, args...)
+		for _, c := range ls.Conversations {
+			if seen[c.Tag] {
+				t.Errorf("page %d repeats %s", page, c.Tag)
+			}
+			seen[c.Tag] = true
+		}
+		if cursor = ls.NextCursor; cursor == "" {
+			break
+		}
+	}
+	if len(seen) != 5 {
+		t.Errorf("ls pages listed %d conversations, want 5: %v", len(seen), seen)
+	}
+	var sh showOut
+	s.jsonOK(&sh, "show", "erin", "e", "a")
+	if sh.Buffered != 5 || !sh.InDueIndex {
+		t.Errorf("show on a cluster = %+v", sh)
+	}
+	var fl flushOut
+	s.jsonOK(&fl, "flush", "erin", "e", "a")
+	if !fl.OK || fl.Batches != 1 {
+		t.Errorf("flush on a cluster = %+v", fl)
+	}
+	var bySize lsOut
+	s.jsonOK(&bySize, "ls", "--sort", "size")
+	if len(bySize.Conversations) != 4 || bySize.Conversations[0].User != "dan" {
+		t.Errorf("ls --sort size after erin's flush = %+v", bySize)
 	}
 }
