@@ -174,7 +174,11 @@ func (a *app) stats(ctx context.Context, args []string) error {
 		}
 		slices.Sort(reasons)
 		fmt.Fprintf(w, "dead letters\t%d %s%s\n", out.DeadLettersTotal, strings.Join(reasons, " "), out.DeadLettersError)
-		fmt.Fprintf(w, "workers seen\t%d %s\n", len(out.Workers), out.WorkersNote)
+		if strings.HasPrefix(out.WorkersNote, "(discovery failed") {
+			fmt.Fprintf(w, "workers seen\t? %s\n", out.WorkersNote)
+		} else {
+			fmt.Fprintf(w, "workers seen\t%d (answering $SRV.PING.%s)\n", len(out.Workers), completion.ServiceName)
+		}
 	})
 }
 
@@ -526,7 +530,8 @@ func (a *app) show(ctx context.Context, args []string) error {
 		if out.LastBatch == nil {
 			fmt.Fprintf(w, "last batch\tnone\n")
 		} else {
-			fmt.Fprintf(w, "last batch\t%s %s %s %s\n", out.LastBatch.BatchID, out.LastBatch.Reason, out.LastBatch.CreateTime, out.LastBatch.Note)
+			fmt.Fprintf(w, "last batch\t%s\n", strings.Join(slices.DeleteFunc([]string{out.LastBatch.BatchID, out.LastBatch.Reason,
+				out.LastBatch.CreateTime, out.LastBatch.Note}, func(s string) bool { return s == "" }), " "))
 		}
 	})
 }

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -198,8 +200,8 @@ func (a *app) deadShow(ctx context.Context, args []string) error {
 		fmt.Fprintf(w, "original subject\t%s\n", l.Subject)
 		fmt.Fprintf(w, "error\t%s\n", l.Error)
 		fmt.Fprintf(w, "truncated\t%v\n", l.Truncated)
-		for k, vs := range l.header {
-			fmt.Fprintf(w, "header %s\t%s\n", k, strings.Join(vs, ", "))
+		for _, k := range slices.Sorted(maps.Keys(l.header)) {
+			fmt.Fprintf(w, "header %s\t%s\n", k, strings.Join(l.header[k], ", "))
 		}
 		fmt.Fprintf(w, "payload (%d bytes)\n%s\n", l.Size, l.data)
 	})
@@ -391,8 +393,7 @@ func (a *app) deadPurge(ctx context.Context, args []string) error {
 		if *reason != "" {
 			what = "the dead letters of reason " + *reason
 		}
-		f, ok := a.stdin.(*os.File)
-		if st, err := os.Stdin.Stat(); !ok || f != os.Stdin || err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		if f, ok := a.stdin.(*os.File); !ok || !isTerminal(f) {
 			return fmt.Errorf("would purge %s (%d); not a terminal to confirm on: add --yes", what, n)
 		}
 		fmt.Fprintf(a.stderr, "Purge %s (%d) from %s? [y/N] ", what, n, a.cfg.streams().DeadStream)
