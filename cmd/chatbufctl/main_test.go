@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/opencontext/chatbuf/buffer"
 	"github.com/opencontext/chatbuf/chat"
 	"github.com/opencontext/chatbuf/internal/natstest"
 	"github.com/opencontext/chatbuf/internal/redistest"
@@ -598,5 +599,56 @@ func TestInspectRedisCluster(t *testing.T) {
 	s.jsonOK(&bySize, "ls", "--sort", "size")
 	if len(bySize.Conversations) != 4 || bySize.Conversations[0].User != "dan" {
 		t.Errorf("ls --sort size after erin's flush = %+v", bySize)
+	}
+}
+
+// A batch claimed and not published (its worker died between claim and
+// publish, say) shows as in flight, then as stuck once older than
+// CHAT_FLUSH_MAX_AGE; show names it; a manual flush publishes it.
+func TestInflightAndStuck(t *testing.T) {
+	s := newSys(t)
+	dan := chat.Conversation{User: "dan", Device: "d", Agent: "a"}
+	s.publish(dan, "d1", "one")
+	s.publish(dan, "d2", "two")
+	var sh showOut
+	waitFor(t, "dan's 2 messages buffered", 30*time.Second, func() bool {
+		sh = showOut{}
+		s.jsonOK(&sh, "show", "dan", "d", "a")
+		return sh.Buffered == 2
+	})
+	b, err := buffer.NewRedis(s.rdb, buffer.Config{}).Claim(context.Background(), dan, 1, buffer.Want{Max: 10, Min: 1, Reason: chat.TriggerSize})
+	if err != nil || len(b.Records) != 2 {
+		t.Fatalf("claim: %d records, %v", len(b.Records), err)
+	}
+	s.jsonOK(&sh, "show", "dan", "d", "a")
+	if sh.Buffered != 0 || sh.Inflight == nil || len(sh.Inflight.Messages) != 2 || sh.Inflight.BatchID != chat.BatchID(dan, b.Token) ||
+		sh.Inflight.Reason != "size" || sh.Inflight.Created == nil {
+		t.Fatalf("show of an in-flight batch = %+v (inflight %+v)", sh, sh.Inflight)
+	}
+	var ls lsOut
+	s.jsonOK(&ls, "ls", "--state", "inflight")
+	if len(ls.Conversations) != 1 || ls.Conversations[0].Inflight != 2 || ls.Conversations[0].State != stateInflight {
+		t.Errorf("ls --state inflight = %+v", ls)
+	}
+	var st statsOut
+	s.jsonOK(&st, "stats")
+	if st.InflightBatches != 1 || st.MessagesInflight != 2 || st.MessagesBuffered != 0 {
+		t.Errorf("stats with a batch in flight = %+v", st)
+	}
+	out, errOut, code := s.ctl(map[string]string{"CHAT_FLUSH_MAX_AGE": "1ms"}, "--json", "ls", "--state", "stuck")
+	if code != 0 {
+		t.Fatalf("ls --state stuck: exit %d: %s", code, errOut)
+	}
+	ls = lsOut{}
+	if err := json.Unmarshal([]byte(out), &ls); err != nil || len(ls.Conversations) != 1 || ls.Conversations[0].State != stateStuck {
+		t.Errorf("ls --state stuck with CHAT_FLUSH_MAX_AGE=1ms = %+v (%v)", ls, err)
+	}
+	var fl flushOut
+	s.jsonOK(&fl, "flush", "dan", "d", "a")
+	if !fl.OK || len(fl.IDs) != 1 || fl.IDs[0] != chat.BatchID(dan, b.Token) {
+		t.Errorf("flush of the in-flight batch = %+v, want %s", fl, chat.BatchID(dan, b.Token))
+	}
+	if counts := s.messageCounts(); counts["d1"] != 1 || counts["d2"] != 1 {
+		t.Errorf("batches hold d1 %d times, d2 %d times", counts["d1"], counts["d2"])
 	}
 }
