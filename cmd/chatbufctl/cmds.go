@@ -377,12 +377,15 @@ type recordOut struct {
 }
 
 type inflightOut struct {
-	BatchID  string      `json:"batch_id"`
-	Token    int64       `json:"token"`
-	Reason   string      `json:"reason"`
-	Created  *time.Time  `json:"created,omitempty"`
-	Age      float64     `json:"age_seconds"`
-	Messages []recordOut `json:"messages"`
+	BatchID string     `json:"batch_id"`
+	Token   int64      `json:"token"`
+	Reason  string     `json:"reason"`
+	Created *time.Time `json:"created,omitempty"`
+	Age     float64    `json:"age_seconds"`
+	// RefusedSince is when CHAT_FLUSHED first refused the batch (the meta
+	// hash's refused field), if it did.
+	RefusedSince *time.Time  `json:"refused_since,omitempty"`
+	Messages     []recordOut `json:"messages"`
 }
 
 type lockOut struct {
@@ -492,6 +495,9 @@ func (a *app) show(ctx context.Context, args []string) error {
 		if t, ok := msField(meta, "created"); ok {
 			inf.Created, inf.Age = &t, age(in.now, t)
 		}
+		if t, ok := msField(meta, "refused"); ok {
+			inf.RefusedSince = &t
+		}
 		if inf.Messages, err = records(recs); err != nil {
 			return err
 		}
@@ -520,7 +526,12 @@ func (a *app) show(ctx context.Context, args []string) error {
 		if out.Inflight == nil {
 			fmt.Fprintf(w, "in flight\tnone\n")
 		} else {
-			fmt.Fprintf(w, "in flight\t%s, reason %s, %d messages, age %s\n", out.Inflight.BatchID, out.Inflight.Reason, len(out.Inflight.Messages), dur(out.Inflight.Age))
+			refused := ""
+			if out.Inflight.RefusedSince != nil {
+				refused = ", CHAT_FLUSHED refusing it since " + out.Inflight.RefusedSince.Format(time.RFC3339)
+			}
+			fmt.Fprintf(w, "in flight\t%s, reason %s, %d messages, age %s%s\n", out.Inflight.BatchID, out.Inflight.Reason,
+				len(out.Inflight.Messages), dur(out.Inflight.Age), refused)
 		}
 		if out.Lock.Held {
 			fmt.Fprintf(w, "lock\theld by %s for %dms more, fence %s\n", out.Lock.Holder, out.Lock.TTLms, out.Lock.Fence)

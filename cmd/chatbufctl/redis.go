@@ -124,7 +124,7 @@ const (
 	stateBuffering = "buffering" // messages buffered, not yet due
 	stateDue       = "due"       // the oldest message is older than CHAT_FLUSH_MAX_AGE
 	stateInflight  = "inflight"  // a batch is claimed and not yet published
-	stateStuck     = "stuck"     // a batch in flight for longer than CHAT_FLUSH_MAX_AGE
+	stateStuck     = "stuck"     // a batch in flight for longer than CHAT_FLUSH_MAX_AGE, or one CHAT_FLUSHED refused
 )
 
 // describe reads the conversations' own keys (LLEN of buffer and in-flight
@@ -167,6 +167,9 @@ func (in *inspector) describe(ctx context.Context, es []entry) ([]conv, error) {
 				if in.now.Sub(created) >= in.maxAge {
 					v.State = stateStuck
 				}
+			}
+			if _, refused := msField(v.meta, "refused"); refused {
+				v.State = stateStuck
 			}
 		}
 		out[i] = v
