@@ -78,6 +78,16 @@ func TestRedisRefusalIsPerConversation(t *testing.T) {
 	if res[1].Err == nil || !strings.Contains(res[1].Err.Error(), "WRONGTYPE") {
 		t.Errorf("bob's item error = %v, want WRONGTYPE", res[1].Err)
 	}
+	// The refused message was not seen: once the key is gone, the same
+	// message (a redelivery or a redriven dead letter) is appended, not
+	// taken for a duplicate.
+	if err := rdb.Del(ctx, chat.NewKeys("").Buffer(bob)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	again := mustAppend(t, s, item(bob, 2, "", time.Now()))
+	if again[0].Dup || again[0].Len != 1 {
+		t.Errorf("bob's refused message appended again = %+v; want appended, length 1", again[0])
+	}
 }
 
 func TestRedisRestartKeepsBuffers(t *testing.T) {
