@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,7 +56,7 @@ type config struct {
 func loadConfig(environ map[string]string) (config, error) {
 	cfg, err := env.ParseAsWithOptions[config](env.Options{Environment: environ})
 	if err != nil {
-		return cfg, err
+		return cfg, explain(err, environ)
 	}
 	if cfg.FlushMaxAge <= 0 {
 		return cfg, fmt.Errorf("CHAT_FLUSH_MAX_AGE=%q: must be a positive duration", environ["CHAT_FLUSH_MAX_AGE"])
@@ -105,3 +107,35 @@ func (c config) nats(stderr io.Writer) (*nats.Conn, error) {
 }
 
 var errUsage = errors.New("usage")
+
+// explain rewrites the env package's errors, which name struct fields, to
+// name the variables and their values (secrets hidden).
+func explain(err error, environ map[string]string) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	var out []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if !errors.As(e, &pe) {
+			out = append(out, e)
+			continue
+		}
+		name := pe.Name
+		if f, ok := reflect.TypeFor[config]().FieldByName(pe.Name); ok {
+			name = f.Tag.Get("env")
+		}
+		value := fmt.Sprintf("%q", environ[name])
+		if strings.Contains(name, "PASSWORD") || strings.Contains(name, "TOKEN") {
+			value = "(hidden)"
+		}
+		why := pe.Err.Error()
+		var ne *strconv.NumError
+		if errors.As(pe.Err, &ne) {
+			why = "not a number or boolean"
+		}
+		out = append(out, fmt.Errorf("%s=%s: %s", name, value, why))
+	}
+	return errors.Join(out...)
+}

@@ -45,6 +45,9 @@ NATS_TLS..., CHAT_SUBJECT_PREFIX, CHAT_FLUSH_MAX_AGE); see the README.
 `
 
 func main() {
+	// Connection failures are reported as errors of the command; go-redis's
+	// own log lines would repeat them.
+	redis.SetLogger(quietLogger{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], environ(), os.Stdin, os.Stdout, os.Stderr))
@@ -207,3 +210,7 @@ func dur(seconds float64) string {
 		return d.Round(time.Millisecond).String()
 	}
 }
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}

@@ -42,6 +42,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build the worker: %v\n", err)
 		os.Exit(1)
 	}
+	redis.SetLogger(quietLogger{})
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -650,5 +651,45 @@ func TestInflightAndStuck(t *testing.T) {
 	}
 	if counts := s.messageCounts(); counts["d1"] != 1 || counts["d2"] != 1 {
 		t.Errorf("batches hold d1 %d times, d2 %d times", counts["d1"], counts["d2"])
+	}
+}
+
+// Without a worker, or without NATS, chatbufctl says what it could not
+// reach: stats still reports Redis, flush names the subject nobody answers,
+// and a bad configuration is exit status 2.
+func TestUnreachableServersAreNamed(t *testing.T) {
+	rs := redistest.Start(t)
+	ns := natstest.Embedded(t)
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sys{t: t, env: map[string]string{"REDIS_HOST": "127.0.0.1", "REDIS_PORT": strconv.Itoa(rs.Port),
+		"NATS_URL": fmt.Sprintf("nats://127.0.0.1:%d", port)}}
+	var st statsOut
+	s.jsonOK(&st, "stats")
+	if st.NATSConnectionError == "" || st.Conversations != 0 {
+		t.Errorf("stats without NATS = %+v; want Redis read and the NATS error named", st)
+	}
+	if out := s.ok("stats"); !strings.Contains(out, "nats") || !strings.Contains(out, "unreachable") {
+		t.Errorf("stats (text) without NATS:\n%s", out)
+	}
+
+	s.env["NATS_URL"] = ns.URL
+	_, errOut, code := s.ctl(nil, "flush", "alice", "phone", "bot")
+	if code != 1 || !strings.Contains(errOut, "no worker answers on opencontext.chat.flush.alice.phone.bot") {
+		t.Errorf("flush without a worker: exit %d, %q", code, errOut)
+	}
+
+	_, errOut, code = s.ctl(map[string]string{"CHAT_FLUSH_MAX_AGE": "soon"}, "stats")
+	if code != 2 || !strings.Contains(errOut, `CHAT_FLUSH_MAX_AGE="soon": not a duration`) {
+		t.Errorf("bad CHAT_FLUSH_MAX_AGE: exit %d, %q", code, errOut)
+	}
+	_, errOut, code = s.ctl(map[string]string{"REDIS_PORT": strconv.Itoa(port)}, "ls")
+	if code != 1 || !strings.Contains(errOut, "chatbufctl ls") {
+		t.Errorf("ls without Redis: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := s.ctl(nil, "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
+		t.Errorf("unknown command: exit %d, %q", code, errOut)
 	}
 }
