@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencontext/chatbuf/chat"
 	shared "github.com/opencontext/chatbuf/internal/config"
+	"github.com/opencontext/chatbuf/internal/natsconn"
 	"github.com/opencontext/chatbuf/stream"
 )
 
@@ -91,7 +92,7 @@ func (c config) nats(stderr io.Writer) (*nats.Conn, error) {
 	if url == "embedded" {
 		url = "nats://" + c.NATSEmbeddedAddr
 	}
-	opts, err := shared.NATS{User: c.NATSUser, Password: c.NATSPassword, Token: c.NATSToken, NKeySeedFile: c.NATSNKeySeedFile,
+	opts, err := natsconn.Security{User: c.NATSUser, Password: c.NATSPassword, Token: c.NATSToken, NKeySeedFile: c.NATSNKeySeedFile,
 		Creds: c.NATSCreds, TLSCAFile: c.NATSTLSCAFile, TLSCertFile: c.NATSTLSCertFile, TLSKeyFile: c.NATSTLSKeyFile}.Options()
 	if err != nil {
 		return nil, err
@@ -101,7 +102,7 @@ func (c config) nats(stderr io.Writer) (*nats.Conn, error) {
 	nc, err := nats.Connect(url, append(opts, nats.Name("chatbufctl"), nats.MaxReconnects(2),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats: async error", "error", err) }))...)
 	if err != nil {
-		return nil, fmt.Errorf("NATS_URL=%q: %w", shared.RedactURL(url), err)
+		return nil, fmt.Errorf("NATS_URL=%q: %w", natsconn.RedactURL(url), err)
 	}
 	return nc, nil
 }
