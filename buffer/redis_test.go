@@ -12,38 +12,56 @@ import (
 	"github.com/opencontext/chatbuf/internal/redistest"
 )
 
+// Every key has a TTL or a bound, except what holds a batch in flight: its
+// messages were acked, so it lives until the batch is published (or
+// dead-lettered), and the meta hash that holds its token with it.
 func TestRedisKeysHaveTTLOrBound(t *testing.T) {
 	ctx := context.Background()
 	rdb := redistest.Start(t).Client(t)
 	s := buffer.NewRedis(rdb, buffer.Config{})
 	now := time.Now()
 	fill(t, s, alice, 1, 5, now)
-	if _, err := s.Claim(ctx, alice, 1, buffer.Want{Max: 3, Min: 3, Reason: chat.TriggerSize}); err != nil {
+	b, err := s.Claim(ctx, alice, 1, buffer.Want{Max: 3, Min: 3, Reason: chat.TriggerSize})
+	if err != nil {
 		t.Fatalf("Claim: %v", err)
 	}
-	keys, err := rdb.Keys(ctx, "*").Result()
-	if err != nil {
-		t.Fatalf("KEYS: %v", err)
-	}
 	k := chat.NewKeys("")
-	want := map[string]bool{k.Buffer(alice): true, k.Inflight(alice): true, k.Meta(alice): true, k.Dedupe(alice): true, k.Due(): true}
-	for _, key := range keys {
-		if !want[key] {
-			t.Errorf("unexpected key %q", key)
-			continue
+	check := func(when string, want map[string]string) {
+		t.Helper()
+		keys, err := rdb.Keys(ctx, "*").Result()
+		if err != nil {
+			t.Fatalf("KEYS: %v", err)
 		}
-		delete(want, key)
-		ttl := rdb.PTTL(ctx, key).Val()
-		if key == k.Due() {
-			continue // bounded: one member per conversation with pending messages
+		for _, key := range keys {
+			kind, ok := want[key]
+			if !ok {
+				t.Errorf("%s: unexpected key %q", when, key)
+				continue
+			}
+			delete(want, key)
+			ttl := rdb.PTTL(ctx, key).Val()
+			switch kind {
+			case "bounded": // one member per conversation with pending messages
+			case "no ttl":
+				if ttl != -1 {
+					t.Errorf("%s: key %q has PTTL %v, want none while its batch is in flight", when, key, ttl)
+				}
+			case "ttl":
+				if ttl <= 0 {
+					t.Errorf("%s: key %q has no TTL (PTTL %v)", when, key, ttl)
+				}
+			}
 		}
-		if ttl <= 0 {
-			t.Errorf("key %q has no TTL (PTTL %v)", key, ttl)
+		for key := range want {
+			t.Errorf("%s: key %q missing", when, key)
 		}
 	}
-	for key := range want {
-		t.Errorf("key %q missing", key)
+	check("batch in flight", map[string]string{k.Buffer(alice): "ttl", k.Inflight(alice): "no ttl", k.Meta(alice): "no ttl",
+		k.Dedupe(alice): "ttl", k.Due(): "bounded"})
+	if _, err := s.Commit(ctx, alice, 1, b.Token, 7); err != nil {
+		t.Fatalf("Commit: %v", err)
 	}
+	check("batch committed", map[string]string{k.Buffer(alice): "ttl", k.Meta(alice): "ttl", k.Dedupe(alice): "ttl", k.Due(): "bounded"})
 }
 
 func TestRedisScriptCacheLoss(t *testing.T) {
