@@ -56,7 +56,7 @@ func bufferItems(msgs, convs, lanes int) [][]buffer.Item {
 		content := b[len(`{"role":"user","message_id":"`)+len(id)+len(`","content":`) : len(b)-1]
 		m := chat.Message{Role: "user", Content: content, MessageID: id}
 		lane := (i % convs) % lanes
-		out[lane] = append(out[lane], buffer.Item{Conv: c, Key: m.DedupeKey(seq), Record: chat.NewRecord(&m, 0, seq, false, now)})
+		out[lane] = append(out[lane], buffer.Item{Conv: c, Key: m.DedupeKey(seq, now.UnixNano()), Record: chat.NewRecord(&m, 0, seq, false, now)})
 	}
 	return out
 }

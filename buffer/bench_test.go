@@ -31,7 +31,7 @@ func benchItems(n int) []buffer.Item {
 		c := chat.Conversation{User: fmt.Sprintf("u%d", i%benchConvs), Device: "d", Agent: "a"}
 		m := chat.Message{Role: "user", Content: content}
 		seq := uint64(i + 1)
-		items[i] = buffer.Item{Conv: c, Key: m.DedupeKey(seq), Record: chat.NewRecord(&m, 0, seq, false, now)}
+		items[i] = buffer.Item{Conv: c, Key: m.DedupeKey(seq, 1), Record: chat.NewRecord(&m, 0, seq, false, now)}
 	}
 	return items
 }

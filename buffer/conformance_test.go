@@ -51,7 +51,7 @@ var (
 // item makes the message with CHAT_IN sequence seq for c, received at at.
 func item(c chat.Conversation, seq uint64, id string, at time.Time) buffer.Item {
 	m := chat.Message{Role: "user", Content: []byte(fmt.Sprintf(`"message %d"`, seq)), MessageID: id}
-	return buffer.Item{Conv: c, Key: m.DedupeKey(seq), Record: chat.NewRecord(&m, 0, seq, false, at)}
+	return buffer.Item{Conv: c, Key: m.DedupeKey(seq, 1), Record: chat.NewRecord(&m, 0, seq, false, at)}
 }
 
 // seqs returns the CHAT_IN sequences of a batch's records.

@@ -76,12 +76,21 @@ type Message struct {
 }
 
 // DedupeKey is the key under which the message is deduplicated: its
-// message_id, or else its CHAT_IN stream sequence.
-func (m *Message) DedupeKey(seq uint64) string {
+// message_id, or else its place in CHAT_IN: the stream sequence and the time
+// the stream stored it (unix ns). Both are the same on every redelivery;
+// the stored time tells the message apart from one that got the same
+// sequence after CHAT_IN was deleted and created again or restored.
+func (m *Message) DedupeKey(seq uint64, storedNS int64) string {
 	if m.MessageID != "" {
 		return "m:" + m.MessageID
 	}
-	return "s:" + strconv.FormatUint(seq, 10)
+	return "s:" + StreamIdentity(seq, storedNS)
+}
+
+// StreamIdentity is a CHAT_IN message's identity without its message_id:
+// "<seq>:<stored unix ns>", unique across recreations of the stream.
+func StreamIdentity(seq uint64, storedNS int64) string {
+	return strconv.FormatUint(seq, 10) + ":" + strconv.FormatInt(storedNS, 10)
 }
 
 // wireMessage holds the body's members by their exact names. It is filled

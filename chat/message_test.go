@@ -329,19 +329,28 @@ func TestDedupeKey(t *testing.T) {
 		name string
 		msg  chat.Message
 		seq  uint64
+		ns   int64
 		want string
 	}{
-		{"message_id", chat.Message{MessageID: "m1"}, 5, "m:m1"},
-		{"message_id that looks like a sequence", chat.Message{MessageID: "5"}, 5, "m:5"},
-		{"no message_id", chat.Message{}, 5, "s:5"},
-		{"largest sequence", chat.Message{}, 1<<64 - 1, "s:18446744073709551615"},
+		{"message_id", chat.Message{MessageID: "m1"}, 5, 7, "m:m1"},
+		{"message_id that looks like a sequence", chat.Message{MessageID: "5"}, 5, 7, "m:5"},
+		{"no message_id", chat.Message{}, 5, 1764000000123456789, "s:5:1764000000123456789"},
+		{"largest sequence", chat.Message{}, 1<<64 - 1, 1, "s:18446744073709551615:1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.msg.DedupeKey(tt.seq); got != tt.want {
-				t.Errorf("DedupeKey(%d) = %q, want %q", tt.seq, got, tt.want)
+			if got := tt.msg.DedupeKey(tt.seq, tt.ns); got != tt.want {
+				t.Errorf("DedupeKey(%d, %d) = %q, want %q", tt.seq, tt.ns, got, tt.want)
 			}
 		})
+	}
+}
+
+// The same sequence in a stream created again is another message.
+func TestDedupeKeyStreamRecreated(t *testing.T) {
+	var m chat.Message
+	if a, b := m.DedupeKey(1, 1764000000000000000), m.DedupeKey(1, 1764000000000000001); a == b {
+		t.Fatalf("sequence 1 of two streams share the dedupe key %q", a)
 	}
 }
 

@@ -187,7 +187,7 @@ func TestUnreplicatedMoveIsNotFlushedLocally(t *testing.T) {
 
 	item := func(c chat.Conversation, i int, at time.Time) buffer.Item {
 		m := chat.Message{Role: "user", Content: json.RawMessage(fmt.Sprintf(`"m%d"`, i)), MessageID: fmt.Sprintf("id%d", i)}
-		return buffer.Item{Conv: c, Key: m.DedupeKey(uint64(i)), Record: chat.NewRecord(&m, 0, uint64(i), false, at)}
+		return buffer.Item{Conv: c, Key: m.DedupeKey(uint64(i), 1), Record: chat.NewRecord(&m, 0, uint64(i), false, at)}
 	}
 	// later's messages are older, so later is moved first.
 	now, earlier := time.Now(), time.Now().Add(-time.Minute)
@@ -263,7 +263,7 @@ func TestDoubtAfterLocalClaimRecovers(t *testing.T) {
 	c := chat.Conversation{User: "u", Device: "d", Agent: "a"}
 	item := func(i int, redelivered bool) buffer.Item {
 		m := chat.Message{Role: "user", Content: json.RawMessage(fmt.Sprintf(`"m%d"`, i)), MessageID: fmt.Sprintf("id%d", i)}
-		return buffer.Item{Conv: c, Key: m.DedupeKey(uint64(i)), Record: chat.NewRecord(&m, 0, uint64(i), false, time.Now()), Redelivered: redelivered}
+		return buffer.Item{Conv: c, Key: m.DedupeKey(uint64(i), 1), Record: chat.NewRecord(&m, 0, uint64(i), false, time.Now()), Redelivered: redelivered}
 	}
 	rs.Shutdown()
 	var first []buffer.Item
@@ -361,7 +361,7 @@ func TestUnreplicatedAppendRetriedLocallyIsNotFlushed(t *testing.T) {
 	other := chat.Conversation{User: "other", Device: "d", Agent: "a"}
 	item := func(c chat.Conversation, i int) buffer.Item {
 		m := chat.Message{Role: "user", Content: json.RawMessage(fmt.Sprintf(`"m%d"`, i)), MessageID: fmt.Sprintf("id%d", i)}
-		return buffer.Item{Conv: c, Key: m.DedupeKey(uint64(i)), Record: chat.NewRecord(&m, 0, uint64(i), false, time.Now())}
+		return buffer.Item{Conv: c, Key: m.DedupeKey(uint64(i), 1), Record: chat.NewRecord(&m, 0, uint64(i), false, time.Now())}
 	}
 	var batch []buffer.Item
 	for i := range size {
@@ -394,7 +394,7 @@ func TestDoubtClearedBySuccessfulRetry(t *testing.T) {
 	c := chat.Conversation{User: "u", Device: "d", Agent: "a"}
 	item := func(c chat.Conversation, i int) buffer.Item {
 		m := chat.Message{Role: "user", Content: json.RawMessage(fmt.Sprintf(`"m%d"`, i)), MessageID: fmt.Sprintf("id%d", i)}
-		return buffer.Item{Conv: c, Key: m.DedupeKey(uint64(i)), Record: chat.NewRecord(&m, 0, uint64(i), false, time.Now())}
+		return buffer.Item{Conv: c, Key: m.DedupeKey(uint64(i), 1), Record: chat.NewRecord(&m, 0, uint64(i), false, time.Now())}
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()

@@ -37,7 +37,7 @@ func (a *appender) append(t *testing.T, s buffer.Store, c chat.Conversation, n i
 		a.seq++
 		role := []string{"user", "assistant"}[a.seq%2]
 		m := chat.Message{Role: role, Content: []byte(fmt.Sprintf(`"m%d"`, a.seq))}
-		items[i] = buffer.Item{Conv: c, Key: m.DedupeKey(a.seq), Record: chat.NewRecord(&m, 0, a.seq, false, at)}
+		items[i] = buffer.Item{Conv: c, Key: m.DedupeKey(a.seq, 1), Record: chat.NewRecord(&m, 0, a.seq, false, at)}
 		a.sent[a.seq] = c
 	}
 	a.mu.Unlock()

@@ -41,14 +41,17 @@ func NewDeadLetters(js jetstream.JetStream, cfg Config, maxPayload func() int64)
 }
 
 // Send publishes the payload of the CHAT_IN message with stream sequence seq,
-// received on subject, to <prefix>.dead.<reason>, and waits for the PubAck.
-// The payload is cut to fit the server's limit when needed.
-func (d *DeadLetters) Send(ctx context.Context, seq uint64, subject string, payload []byte, reason chat.Reason, cause error) error {
+// stored at storedNS (unix ns), received on subject, to
+// <prefix>.dead.<reason>, and waits for the PubAck. The payload is cut to
+// fit the server's limit when needed. Its Nats-Msg-Id is DeadID(seq,
+// storedNS): the same on every redelivery, another after CHAT_IN was created
+// again.
+func (d *DeadLetters) Send(ctx context.Context, seq uint64, storedNS int64, subject string, payload []byte, reason chat.Reason, cause error) error {
 	msg := &nats.Msg{Subject: d.cfg.Dead(reason), Header: nats.Header{}}
 	msg.Header.Set(HeaderReason, string(reason))
 	msg.Header.Set(HeaderError, headerText(cause.Error(), maxErrorLen))
 	msg.Header.Set(HeaderSubject, headerText(subject, 1024))
-	msg.Header.Set(jetstream.MsgIDHeader, "dead-"+strconv.FormatUint(seq, 10))
+	msg.Header.Set(jetstream.MsgIDHeader, DeadID(seq, storedNS))
 
 	room := int(d.maxPayload()) - headerSize(msg.Header) - 64
 	if len(payload) > room {
@@ -60,6 +63,12 @@ func (d *DeadLetters) Send(ctx context.Context, seq uint64, subject string, payl
 		return fmt.Errorf("stream: dead letter for seq %d (%s): %w", seq, reason, err)
 	}
 	return nil
+}
+
+// DeadID is the Nats-Msg-Id of the dead letter of the CHAT_IN message with
+// stream sequence seq stored at storedNS: "dead-<seq>-<stored unix ns>".
+func DeadID(seq uint64, storedNS int64) string {
+	return "dead-" + strconv.FormatUint(seq, 10) + "-" + strconv.FormatInt(storedNS, 10)
 }
 
 // headerText makes s safe as a header value (no control characters) and at

@@ -35,9 +35,10 @@ func (w *Worker) runLane(ctx context.Context, stop <-chan struct{}, in *inbox, l
 
 // pending is a message on its way into the store.
 type pending struct {
-	msg   jetstream.Msg
-	seq   uint64
-	tries uint64
+	msg      jetstream.Msg
+	seq      uint64
+	storedNS int64 // when CHAT_IN stored it, unix ns
+	tries    uint64
 }
 
 // process validates a batch of messages, dead-letters the bad ones, appends
@@ -57,16 +58,16 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 			w.log.Error("worker: message without JetStream metadata", "subject", msg.Subject(), "error", err)
 			continue
 		}
-		seq := meta.Sequence.Stream
+		p := pending{msg: msg, seq: meta.Sequence.Stream, storedNS: meta.Timestamp.UnixNano(), tries: meta.NumDelivered}
 		c, m, err := w.decode(msg)
 		if err != nil {
 			reason, _ := chat.ReasonOf(err)
-			w.deadLetter(ctx, msg, seq, reason, err)
+			w.deadLetter(ctx, p, reason, err)
 			continue
 		}
-		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(seq), Record: chat.NewRecord(&m, 0, seq, false, now),
+		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(p.seq, p.storedNS), Record: chat.NewRecord(&m, 0, p.seq, false, now),
 			Redelivered: meta.NumDelivered > 1})
-		owners = append(owners, pending{msg: msg, seq: seq, tries: meta.NumDelivered})
+		owners = append(owners, p)
 	}
 	if len(items) == 0 {
 		return
@@ -172,7 +173,7 @@ func (w *Worker) rejected(ctx context.Context, p pending, it buffer.Item, err er
 		w.cfg.Hooks.StoreError(err)
 	}
 	if p.tries >= maxStoreAttempts {
-		w.deadLetter(ctx, p.msg, p.seq, ReasonStoreRejected, err)
+		w.deadLetter(ctx, p, ReasonStoreRejected, err)
 		return
 	}
 	w.log.Warn("worker: store refused a message; it will be redelivered",
@@ -183,14 +184,15 @@ func (w *Worker) rejected(ctx context.Context, p pending, it buffer.Item, err er
 
 // deadLetter sends msg to <prefix>.dead.<reason>, then acks it. If the dead
 // letter cannot be published the message is given back for redelivery.
-func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, seq uint64, reason chat.Reason, cause error) {
+func (w *Worker) deadLetter(ctx context.Context, p pending, reason chat.Reason, cause error) {
+	msg := p.msg
 	if reason == "" {
 		reason = chat.ReasonInvalid
 	}
-	w.log.Info("worker: dead letter", "reason", reason, "subject", msg.Subject(), "seq", seq, "error", cause)
-	if err := w.dead.Send(ctx, seq, msg.Subject(), msg.Data(), reason, cause); err != nil {
+	w.log.Info("worker: dead letter", "reason", reason, "subject", msg.Subject(), "seq", p.seq, "error", cause)
+	if err := w.dead.Send(ctx, p.seq, p.storedNS, msg.Subject(), msg.Data(), reason, cause); err != nil {
 		w.hookNATSError(err)
-		w.log.Warn("worker: dead letter not published; message given back", "seq", seq, "error", err)
+		w.log.Warn("worker: dead letter not published; message given back", "seq", p.seq, "error", err)
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}

@@ -598,3 +598,75 @@ func TestQueuedMessagesOutliveAckWait(t *testing.T) {
 		t.Errorf("%d deliveries of %d messages: some were redelivered while they waited behind a stalled append", got, 2*size)
 	}
 }
+
+// recreateInStream deletes CHAT_IN under the running workers and waits until
+// they have set it and its consumer up again.
+func recreateInStream(t *testing.T, e *env) {
+	t.Helper()
+	ctx := context.Background()
+	if err := e.js.DeleteStream(ctx, e.cfg.InStream); err != nil {
+		t.Fatalf("DeleteStream %s: %v", e.cfg.InStream, err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := e.js.Consumer(ctx, e.cfg.InStream, e.cfg.Consumer); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s and its consumer not set up again after 60s", e.cfg.InStream)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Messages without message_id in a CHAT_IN created again start over at
+// sequence 1: they are new messages, not duplicates of the old stream's.
+func TestIDLessMessagesSurviveStreamRecreation(t *testing.T) {
+	e := newEnv(t, natstest.Embedded)
+	e.startWorker(t, time.Hour)
+	c := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
+	want := sent{}
+	publish := func(round string) {
+		for i := range 2 * size {
+			m := fmt.Sprintf("%s-%d", round, i)
+			want[m] = c
+			e.publish(t, c, fmt.Sprintf(`{"role":"user","content":%q}`, m), "")
+		}
+	}
+	publish("first")
+	check(t, e.batchesHolding(t, 2*size), want)
+	recreateInStream(t, e)
+	publish("second")
+	check(t, e.batchesHolding(t, 4*size), want)
+}
+
+// Dead letters of two messages that had the same sequence in two lives of
+// CHAT_IN are two dead letters: CHAT_DEAD's duplicate window keeps both.
+func TestDeadLettersSurviveStreamRecreation(t *testing.T) {
+	e := newEnv(t, natstest.Embedded)
+	e.startWorker(t, time.Hour)
+	c := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
+	bodies := []string{`{"role":"user",`, `{"role":"robot","content":"hi"}`}
+	var seqs []uint64
+	seqs = append(seqs, e.publish(t, c, bodies[0], ""))
+	if got := e.readAll(t, e.cfg.DeadStream, 1); len(got) != 1 {
+		t.Fatalf("%d dead letters before the recreation, want 1", len(got))
+	}
+	recreateInStream(t, e)
+	seqs = append(seqs, e.publish(t, c, bodies[1], ""))
+	if seqs[0] != seqs[1] {
+		t.Fatalf("sequences %d and %d: the test needs the same sequence in both streams", seqs[0], seqs[1])
+	}
+	dead := e.readAll(t, e.cfg.DeadStream, 2)
+	if len(dead) != 2 {
+		t.Fatalf("%d dead letters, want 2 (one per life of %s)", len(dead), e.cfg.InStream)
+	}
+	for i, m := range dead {
+		if string(m.Data()) != bodies[i] {
+			t.Errorf("dead letter %d holds %q, want %q", i, m.Data(), bodies[i])
+		}
+	}
+	if a, b := dead[0].Headers().Get(jetstream.MsgIDHeader), dead[1].Headers().Get(jetstream.MsgIDHeader); a == b {
+		t.Errorf("both dead letters have Nats-Msg-Id %q", a)
+	}
+}
