@@ -175,9 +175,6 @@ for c = 1, (#KEYS - 1) / 2 do
   local buf, dd = KEYS[2 * c], KEYS[2 * c + 1]
   local tag, k = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
-  if trim then
-    redis.call('ZREMRANGEBYSCORE', dd, '-inf', '(' .. horizon)
-  end
   local at = #out + 1
   out[at] = 0
   local n, first, appended = nil, nil, 0
@@ -211,6 +208,11 @@ for c = 1, (#KEYS - 1) / 2 do
     end
   end
   a = a + 2 * k
+  -- After the ZADDs: a script's first write decides whether a full Redis
+  -- (maxmemory) refuses it, and an append must be refused there.
+  if trim then
+    redis.call('ZREMRANGEBYSCORE', dd, '-inf', '(' .. horizon)
+  end
   if first then
     redis.call('PEXPIRE', buf, ARGV[3])
     if n == appended then
@@ -311,8 +313,7 @@ func (r *Redis) AppendBatch(ctx context.Context, items []Item) ([]Appended, erro
 	for ci, chunk := range chunks {
 		cmd := cmds[ci].(*redis.Cmd)
 		if err := cmd.Err(); err != nil {
-			var rerr redis.Error
-			if !errors.As(err, &rerr) || isTransient(rerr) {
+			if StoreWide(err) {
 				return nil, fmt.Errorf("buffer: append: %w", err)
 			}
 			if len(chunk) > 1 {
@@ -399,8 +400,7 @@ func (r *Redis) appendOne(ctx context.Context, items []Item) ([]Appended, error)
 	vals, err := appendScript.Run(ctx, r.rdb, []string{r.dueKey(c), r.keys.Buffer(c), r.keys.Dedupe(c)}, args...).Int64Slice()
 	out := make([]Appended, len(items))
 	if err != nil {
-		var rerr redis.Error
-		if !errors.As(err, &rerr) || isTransient(rerr) {
+		if StoreWide(err) {
 			return nil, fmt.Errorf("buffer: append: %w", err)
 		}
 		for i := range out {
@@ -461,17 +461,6 @@ func groupByConversation(items []Item) [][]int {
 // few hundred conversations would otherwise build one each time.
 var groupMaps = sync.Pool{New: func() any { return map[chat.Conversation]int{} }}
 
-// isTransient reports a server reply that concerns the server, not the
-// conversation: loading its data, busy with a script, failing over.
-func isTransient(err redis.Error) bool {
-	for _, p := range []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"} {
-		if strings.HasPrefix(err.Error(), p) {
-			return true
-		}
-	}
-	return false
-}
-
 func isNoScript(err error) bool {
 	var rerr redis.Error
 	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "NOSCRIPT")
@@ -493,6 +482,10 @@ func isNoScript(err error) bool {
 // ARGV[8] -> the conversation's tag
 // ARGV[9] -> now, µs: the floor of a new token
 //
+// The first write (PEXPIRE) needs no memory: Redis refuses a script for
+// want of memory (maxmemory, noeviction) only at its first write, and a
+// claim must run when Redis is full, since flushing is what frees memory.
+//
 // Output: {-1} fenced; {0} nothing to claim;
 // {1 new | 2 resumed, token, reason, created ms, pos, records...}
 // Time complexity: O(k) for a batch of k messages.
@@ -501,6 +494,7 @@ func isNoScript(err error) bool {
 // the meta hash (its fence and token) while a batch is in flight; commit
 // gives the meta hash its TTL back.
 var claimScript = redis.NewScript(`
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
 local m = redis.call('HMGET', KEYS[3], 'fence', 'pos', 'ctr', 'batch', 'reason', 'created')
 local fence = tonumber(ARGV[1])
 local seen = tonumber(m[1] or '0')

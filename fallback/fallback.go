@@ -97,7 +97,9 @@ func (b *Buffers) Mode() Mode {
 }
 
 // AppendBatch appends to Redis, or to the local store when Redis cannot be
-// reached (then the results are Held).
+// reached (then the results are Held). A Redis that answers and refuses
+// (buffer.Unreachable false) is not fallen back from: its error is
+// returned, for the caller to retry.
 func (b *Buffers) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffer.Appended, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -112,13 +114,17 @@ func (b *Buffers) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffe
 			}
 			return res, nil
 		}
-		// Redis may have applied it. Should these messages come back here
-		// after a switch to local (the caller retries), they only move.
+		// Redis may have applied some of it. Should these messages come
+		// back here after a switch to local (the caller retries), they
+		// only move.
 		for _, it := range items {
 			b.distrust(it.Conv)
 		}
-		if ctx.Err() != nil || errors.Is(err, buffer.ErrNotReplicated) {
-			// Not replicated yet is Redis answering: retry there, no switch.
+		if ctx.Err() != nil || !buffer.Unreachable(err) {
+			// Redis answers and refuses (full, read-only, missing
+			// permissions, not replicated yet): the caller retries until
+			// it takes writes again. Local memory would only diverge from
+			// a Redis that is there.
 			return res, err
 		}
 		b.degrade(err)

@@ -420,3 +420,44 @@ func TestDoubtClearedBySuccessfulRetry(t *testing.T) {
 		t.Errorf("local flush of %v, whose failed append was retried in Redis: %v, %v; want one batch", c, res.BatchIDs, err)
 	}
 }
+
+// A Redis that answers and refuses writes (read-only here; full or missing
+// permissions alike) is not an outage: appends fail for the caller to
+// retry, nothing goes to local memory, and they go through once Redis takes
+// writes again.
+func TestRefusingRedisIsNotAnOutage(t *testing.T) {
+	ctx := context.Background()
+	rs := redistest.Start(t)
+	rdb := rs.Client(t)
+	mem := buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func([]string) {}})
+	shared := fallback.Side{Store: buffer.NewRedis(rdb, buffer.Config{})}
+	local := fallback.Side{Store: mem}
+	fb := fallback.New(shared, local, mem, func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, fallback.Config{})
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Do(ctx, "REPLICAOF", "127.0.0.1", fmt.Sprint(port)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
+	m := chat.Message{Role: "user", Content: json.RawMessage(`"hi"`)}
+	items := []buffer.Item{{Conv: c, Key: m.DedupeKey(1, 1), Record: chat.NewRecord(&m, 1, time.Now())}}
+	_, err = fb.AppendBatch(ctx, items)
+	if err == nil || !buffer.StoreWide(err) || buffer.RefusalKind(err) != "readonly" {
+		t.Fatalf("append to a read-only Redis: %v (kind %q), want a store-wide readonly error", err, buffer.RefusalKind(err))
+	}
+	if fb.Mode() != fallback.Shared {
+		t.Fatalf("mode %s after a READONLY reply, want shared", fb.Mode())
+	}
+	if convs, _ := mem.Pending(ctx, 10); len(convs) > 0 {
+		t.Fatalf("local memory holds %v", convs)
+	}
+	if err := rdb.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := fb.AppendBatch(ctx, items)
+	if err != nil || res[0].Err != nil || res[0].Held || res[0].Dup {
+		t.Fatalf("append once Redis takes writes: %+v, %v", res, err)
+	}
+}

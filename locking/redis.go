@@ -58,46 +58,21 @@ func NewRedis(rdb redis.UniversalClient, cfg Config) *Redis {
 	}
 }
 
-// fenceScript hands out the next fencing token of a conversation.
-//
-// KEYS[1] -> fence counter (STRING)
-// ARGV[1] -> now, ms
-// ARGV[2] -> TTL of the counter, ms
-//
-// Output: the token: the counter plus one, or now if that is larger, so the
-// counter keeps increasing even after it expired and started over.
-// Time complexity: O(1).
-var fenceScript = redis.NewScript(`
-local v = redis.call('INCR', KEYS[1])
-local now = tonumber(ARGV[1])
-if v < now then
-  redis.call('SET', KEYS[1], ARGV[1])
-  v = now
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return v
-`)
-
 // fenceTTL keeps a fence counter long after its last use, so tokens of
 // consecutive owners come from one counter.
 const fenceTTL = 7 * 24 * time.Hour
 
-// TryLock implements Locker.
+// TryLock implements Locker. It takes the lock as TryLockMany does (one
+// script: lock and fencing token), which also works when Redis is full.
 func (r *Redis) TryLock(ctx context.Context, c chat.Conversation) (Lock, error) {
-	m := r.rs.NewMutex(r.keys.Lock(c), redsync.WithExpiry(r.expiry), redsync.WithTries(1))
-	if err := m.TryLockContext(ctx); err != nil {
-		var taken *redsync.ErrTaken
-		if errors.Is(err, redsync.ErrFailed) || errors.As(err, &taken) {
-			return nil, ErrBusy
-		}
-		return nil, fmt.Errorf("locking: lock %s: %w", c, err)
-	}
-	fence, err := fenceScript.Run(ctx, r.rdb, []string{r.keys.Fence(c)}, r.now().UnixMilli(), fenceTTL.Milliseconds()).Int64()
+	locks, err := r.TryLockMany(ctx, []chat.Conversation{c})
 	if err != nil {
-		_, _ = m.UnlockContext(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("locking: fence %s: %w", c, err)
+		return nil, err
 	}
-	return &redisLock{m: m, fence: fence, until: m.Until()}, nil
+	if locks[0] == nil {
+		return nil, ErrBusy
+	}
+	return locks[0], nil
 }
 
 // lockManyScript takes a conversation's lock the way redsync does (SET NX
@@ -110,9 +85,14 @@ func (r *Redis) TryLock(ctx context.Context, c chat.Conversation) (Lock, error) 
 // ARGV[3] -> now, ms
 // ARGV[4] -> TTL of the fence counter, ms
 //
+// The first write (PEXPIRE) needs no memory: Redis refuses a script for
+// want of memory (maxmemory, noeviction) only at its first write, and a
+// flush, which frees memory, must be able to lock when Redis is full.
+//
 // Output: 0 when the lock is held by another owner, else the fencing token.
 // Time complexity: O(1).
 var lockManyScript = redis.NewScript(`
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
 local v = redis.call('INCR', KEYS[2])
 local now = tonumber(ARGV[3])

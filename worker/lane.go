@@ -138,19 +138,27 @@ func (w *Worker) decode(msg jetstream.Msg) (chat.Conversation, chat.Message, err
 }
 
 // appendWithRetry appends until the store takes the batch. While it cannot,
-// it keeps the messages' ack deadlines alive and backs off; when the worker
-// stops meanwhile it gives the messages back (nak) and reports false.
+// it keeps the messages' ack deadlines alive and backs off, and the worker
+// pulls nothing new (refusal); when the worker stops meanwhile it gives the
+// messages back (nak) and reports false.
 func (w *Worker) appendWithRetry(ctx context.Context, stop <-chan struct{}, items []buffer.Item, owners []pending) ([]buffer.Appended, bool) {
 	backoff := 50 * time.Millisecond
 	for {
 		res, err := w.bufs.AppendBatch(ctx, items)
 		if err == nil {
+			w.refusal.ok()
 			return res, true
 		}
 		if w.cfg.Hooks.StoreError != nil {
 			w.cfg.Hooks.StoreError(err)
 		}
-		w.log.Warn("worker: append failed; retrying", "messages", len(items), "error", err, "retry_in", backoff)
+		// An error of the call as a whole concerns the store, not a
+		// conversation (those come per item): nothing is acked or
+		// dead-lettered, the same messages are retried, and the worker
+		// stops pulling until the store takes them (logged there, at most
+		// every refusalLogEvery).
+		w.refusal.fail(err, len(items))
+		w.log.Debug("worker: append failed; retrying", "messages", len(items), "error", err, "retry_in", backoff)
 		for _, p := range owners {
 			_ = p.msg.InProgress()
 		}

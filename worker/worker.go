@@ -32,6 +32,12 @@ type Hooks struct {
 	Dead       func(reason chat.Reason)
 	StoreError func(err error)
 	NATSError  func(err error)
+	// StoreRefused is called for each append the store refused as a whole,
+	// with buffer.RefusalKind of the error.
+	StoreRefused func(kind string)
+	// StoreRefusing is called when a store-wide refusal begins (true) and
+	// when it ends (false).
+	StoreRefusing func(refusing bool)
 }
 
 // Config tunes a Worker. Zero values mean the defaults.
@@ -120,6 +126,7 @@ type Worker struct {
 	log     *slog.Logger
 	seed    maphash.Seed
 	flushes *flushQueue
+	refusal *refusal
 }
 
 // New returns a Worker. The streams and the consumer are created by Run.
@@ -135,6 +142,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, bufs Buffers, cfg Config) *Worke
 		log:  cfg.Logger,
 		seed: maphash.MakeSeed(),
 	}
+	w.refusal = newRefusal(cfg.Logger, cfg.Hooks)
 	w.flushes = newFlushQueue(w, 4*cfg.Concurrency*cfg.AppendBatch)
 	return w
 }
@@ -205,6 +213,11 @@ func (w *Worker) sweep(ctx context.Context) {
 	}
 }
 
+// StoreRefusal returns why the store refuses appends as a whole (full,
+// read-only, missing permissions, unreachable without fallback), or nil
+// while it takes them. While it refuses, the worker pulls no new messages.
+func (w *Worker) StoreRefusal() error { return w.refusal.reason() }
+
 // Release acks the messages held under keys: the fallback published them in
 // a batch or moved them into Redis.
 func (w *Worker) Release(keys []string) {
@@ -247,6 +260,16 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, in *inbox
 		if ctx.Err() != nil {
 			return nil
 		}
+		if refused, _, ended := w.refusal.state(); refused != nil {
+			// The store refuses writes: pull nothing until it takes them
+			// again (the lanes keep retrying what they hold).
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-ended:
+			}
+			continue
+		}
 		w.hookNATSError(err)
 		w.log.Warn("worker: message iterator closed while running; setting it up again", "error", err)
 		select {
@@ -280,11 +303,16 @@ func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, in *i
 	}
 	done := make(chan struct{})
 	defer close(done)
+	_, refusing, _ := w.refusal.state()
 	go func() {
 		select {
 		case <-ctx.Done():
 			it.Drain() // deliver what was pulled, pull no more
 		case <-done:
+			it.Stop()
+		case <-refusing:
+			// The store refuses writes: stop pulling. What the client
+			// pulled and did not deliver stays unacked in CHAT_IN.
 			it.Stop()
 		}
 	}()

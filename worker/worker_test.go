@@ -47,6 +47,23 @@ func newEnv(t *testing.T, start func(testing.TB) *natstest.Server) *env {
 // startWorker runs a worker until the test ends (or stop is called).
 func (e *env) startWorker(t *testing.T, maxAge time.Duration) (stop func()) {
 	t.Helper()
+	_, stop = e.startWorkerWith(t, workerOpts{maxAge: maxAge})
+	return stop
+}
+
+// workerOpts are what startWorkerWith varies.
+type workerOpts struct {
+	maxAge    time.Duration
+	batchSize int // size when zero
+	hooks     worker.Hooks
+}
+
+// startWorkerWith runs a worker until the test ends (or stop is called).
+func (e *env) startWorkerWith(t *testing.T, o workerOpts) (_ *worker.Worker, stop func()) {
+	t.Helper()
+	if o.batchSize == 0 {
+		o.batchSize = size
+	}
 	nc := e.nats.Conn(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -55,13 +72,14 @@ func (e *env) startWorker(t *testing.T, maxAge time.Duration) (stop func()) {
 	rdb := e.redis.Client(t)
 	store := buffer.NewRedis(rdb, buffer.Config{})
 	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg),
-		flush.Config{BatchSize: size, MaxAge: maxAge})
+		flush.Config{BatchSize: o.batchSize, MaxAge: o.maxAge})
 	bufs := worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0, 0)}
 	wjs := js
 	if e.wrap != nil {
 		wjs = e.wrap(js)
 	}
-	w := worker.New(nc, wjs, bufs, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 2, SweepInterval: 100 * time.Millisecond})
+	w := worker.New(nc, wjs, bufs, worker.Config{Stream: e.cfg, BatchSize: o.batchSize, Concurrency: 2,
+		SweepInterval: 100 * time.Millisecond, Hooks: o.hooks})
 	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -98,7 +116,7 @@ func (e *env) startWorker(t *testing.T, maxAge time.Duration) (stop func()) {
 		})
 	}
 	t.Cleanup(stop)
-	return stop
+	return w, stop
 }
 
 func (e *env) publish(t *testing.T, c chat.Conversation, body string, msgID string) uint64 {
@@ -138,6 +156,34 @@ func (e *env) readAll(t *testing.T, name string, want int) []jetstream.Msg {
 		}
 	}
 	return out
+}
+
+// batchesNow reads the batches CHAT_FLUSHED holds now.
+func (e *env) batchesNow(t *testing.T) []chat.Batch {
+	t.Helper()
+	var batches []chat.Batch
+	cons, err := e.js.OrderedConsumer(context.Background(), e.cfg.FlushedStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		b, err := cons.FetchNoWait(1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for m := range b.Messages() {
+			got++
+			var batch chat.Batch
+			if err := json.Unmarshal(m.Data(), &batch); err != nil {
+				t.Fatalf("batch is not JSON: %v", err)
+			}
+			batches = append(batches, batch)
+		}
+		if got == 0 {
+			return batches
+		}
+	}
 }
 
 // batchesHolding reads CHAT_FLUSHED until its batches hold n messages.
@@ -209,6 +255,12 @@ type sent map[string]chat.Conversation
 // check asserts every published message is in exactly one batch of its
 // conversation, and that the batches are well formed.
 func check(t *testing.T, batches []chat.Batch, want sent) {
+	t.Helper()
+	checkSize(t, batches, want, size)
+}
+
+// checkSize is check for batches of up to size messages.
+func checkSize(t *testing.T, batches []chat.Batch, want sent, size int) {
 	t.Helper()
 	seen := map[string]string{}
 	ids := map[string]bool{}

@@ -26,6 +26,7 @@ type health struct {
 	gauge     func(float64)
 	mode      func() string // where appends go, for the /readyz text
 	limits    func() error  // the server's max_payload does not fit the batches
+	refusal   func() error  // why the store refuses appends as a whole; nil when it does not
 }
 
 // probe pings Redis every second until ctx is done, logging changes.
@@ -73,6 +74,11 @@ func (h *health) ready() error {
 	}
 	if h.limits != nil {
 		if err := h.limits(); err != nil && h.nc.IsConnected() {
+			errs = append(errs, err)
+		}
+	}
+	if h.refusal != nil {
+		if err := h.refusal(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -129,7 +129,13 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 
 	var fbMode atomic.Pointer[fallback.Buffers]
-	h := &health{nc: nc, rdb: rdb, log: log, gauge: m.ready.Set, limits: limits.ready}
+	var running atomic.Pointer[worker.Worker]
+	h := &health{nc: nc, rdb: rdb, log: log, gauge: m.ready.Set, limits: limits.ready, refusal: func() error {
+		if w := running.Load(); w != nil {
+			return w.StoreRefusal()
+		}
+		return nil
+	}}
 	h.mode = func() string {
 		if fb := fbMode.Load(); fb != nil {
 			return string(fb.Mode())
@@ -232,6 +238,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		Hooks:           m.workerHooks(),
 		OnReady:         func() { h.streamsUp.Store(true) },
 	})
+	running.Store(w)
 	if cfg.CompletionEnabled {
 		svc, err := startCompletion(nc, rdb, cfg, log)
 		if err != nil {

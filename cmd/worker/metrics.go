@@ -31,6 +31,8 @@ type metrics struct {
 	commands   prometheus.Counter
 	refused    *prometheus.CounterVec
 	rejected   prometheus.Counter
+	refusals   *prometheus.CounterVec
+	refusing   prometheus.Gauge
 }
 
 // redisHook counts Redis round trips and commands (a pipeline is one round
@@ -129,7 +131,14 @@ func newMetrics() *metrics {
 	m.rejected = prometheus.NewCounter(prometheus.CounterOpts(f("batches_rejected_total",
 		"Batches dead-lettered whole (batch_rejected) after CHAT_FLUSHED refused them for CHAT_BATCH_REJECT_AFTER.")))
 	m.mode = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("store_mode", "1 for the store appends go to: shared (Redis) or local (process memory).")), []string{"mode"})
+	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts(f("store_refusals_total",
+		"Appends Redis refused as a whole (not for one conversation), by kind: oom, noperm, readonly, masterdown, loading, busy, clusterdown, tryagain, noreplicas, noscript, misconf, noauth, not_replicated, unreachable, other.")), []string{"kind"})
+	m.refusing = prometheus.NewGauge(prometheus.GaugeOpts(f("store_refusing", "1 while Redis refuses appends as a whole: the worker pulls nothing new and is not ready.")))
+	for _, k := range []string{"oom", "noperm", "readonly", "unreachable", "other"} {
+		m.refusals.WithLabelValues(k)
+	}
 	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.errors, m.ready, m.mode, m.roundTrips, m.commands, m.refused, m.rejected,
+		m.refusals, m.refusing,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every label set the dashboard and the alerts use exists from the
 	// start, so that rate() sees the first event.
@@ -161,12 +170,14 @@ var (
 
 func (m *metrics) workerHooks() worker.Hooks {
 	return worker.Hooks{
-		Consumed:   func(n int) { m.consumed.Add(float64(n)) },
-		Appended:   func(n int) { m.appended.Add(float64(n)) },
-		Duplicates: func(n int) { m.duplicates.Add(float64(n)) },
-		Dead:       func(r chat.Reason) { m.dead.WithLabelValues(string(r)).Inc() },
-		StoreError: func(error) { m.errors.WithLabelValues("redis").Inc() },
-		NATSError:  func(error) { m.errors.WithLabelValues("nats").Inc() },
+		Consumed:      func(n int) { m.consumed.Add(float64(n)) },
+		Appended:      func(n int) { m.appended.Add(float64(n)) },
+		Duplicates:    func(n int) { m.duplicates.Add(float64(n)) },
+		Dead:          func(r chat.Reason) { m.dead.WithLabelValues(string(r)).Inc() },
+		StoreError:    func(error) { m.errors.WithLabelValues("redis").Inc() },
+		NATSError:     func(error) { m.errors.WithLabelValues("nats").Inc() },
+		StoreRefused:  func(kind string) { m.refusals.WithLabelValues(kind).Inc() },
+		StoreRefusing: func(on bool) { m.refusing.Set(boolFloat(on)) },
 	}
 }
 
