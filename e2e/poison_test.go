@@ -87,9 +87,13 @@ func publishRaw(ctx context.Context, js jetstream.JetStream, subject string, bod
 	return ack.Sequence, nil
 }
 
-// collectDead reads CHAT_DEAD until a dead letter with each of the wanted
-// Nats-Msg-Ids ("dead-<seq>") arrived, or fails the test after timeout.
-// Dead letters are at-least-once: it returns every copy.
+// deadKey is how collectDead names the dead letter of the CHAT_IN message
+// with sequence seq: the start of its Nats-Msg-Id ("dead-<seq>-<stored ns>").
+func deadKey(seq uint64) string { return fmt.Sprintf("dead-%d-", seq) }
+
+// collectDead reads CHAT_DEAD until a dead letter for each of the wanted
+// keys (deadKey) arrived, or fails the test after timeout. Dead letters are
+// at-least-once: it returns every copy.
 func collectDead(t *testing.T, js jetstream.JetStream, want map[string]bool, timeout time.Duration) map[string][]jetstream.Msg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -120,6 +124,9 @@ func collectDead(t *testing.T, js jetstream.JetStream, want map[string]bool, tim
 			continue // nothing new yet
 		}
 		id := msg.Headers().Get(jetstream.MsgIDHeader)
+		if i := strings.LastIndexByte(id, '-'); i >= 0 {
+			id = id[:i+1]
+		}
 		if want[id] {
 			if len(got[id]) == 0 {
 				missing--
@@ -176,7 +183,7 @@ func TestPoisonAndPressure(t *testing.T) {
 			if b.seq, err = publishRaw(ctx, js, b.subject, b.body, fmt.Sprintf("bad-%s-%d", tag, i)); err != nil {
 				t.Fatalf("publish %s: %v", b.name, err)
 			}
-			want[fmt.Sprintf("dead-%d", b.seq)] = true
+			want[deadKey(b.seq)] = true
 		}
 		if ld.published() {
 			t.Errorf("the good load finished before the bad input was published: not mixed")
@@ -187,7 +194,7 @@ func TestPoisonAndPressure(t *testing.T) {
 
 		dead := collectDead(t, js, want, time.Minute)
 		for _, b := range bad {
-			copies := dead[fmt.Sprintf("dead-%d", b.seq)]
+			copies := dead[deadKey(b.seq)]
 			d := copies[0]
 			h := d.Headers()
 			truncated := h.Get("Chatbuf-Truncated") == "true"
@@ -245,7 +252,7 @@ func TestPoisonAndPressure(t *testing.T) {
 				t.Fatal(err)
 			}
 			seqs = append(seqs, seq)
-			want[fmt.Sprintf("dead-%d", seq)] = true
+			want[deadKey(seq)] = true
 		}
 		res := ld.wait(t)
 		requireAlive(t, ws)
@@ -255,7 +262,7 @@ func TestPoisonAndPressure(t *testing.T) {
 		t.Logf("the poisoned conversation's %d messages were dead-lettered %v after their publish; meanwhile the other conversations' publish->batch latency: %s",
 			poisoned, time.Since(start).Round(time.Second), res.Report.Latency)
 		for _, seq := range seqs {
-			d := dead[fmt.Sprintf("dead-%d", seq)][0]
+			d := dead[deadKey(seq)][0]
 			if r := d.Headers().Get("Chatbuf-Reason"); r != "store_rejected" || d.Subject() != prefix+".dead.store_rejected" {
 				t.Errorf("seq %d: dead letter on %s with reason %q, want store_rejected", seq, d.Subject(), r)
 			}
