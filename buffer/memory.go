@@ -17,8 +17,8 @@ import (
 //
 // With MemoryConfig.Hold, appended messages are reported Held: they are not
 // durable, so their producer's message must not be acked until OnRelease
-// names their dedupe keys (their batch was committed, or Take handed them
-// over to a durable store).
+// names their conversation and dedupe keys (their batch was committed, or
+// Take handed them over to a durable store).
 type Memory struct {
 	cfg  Config
 	mcfg MemoryConfig
@@ -32,8 +32,11 @@ var _ ManyStore = (*Memory)(nil)
 
 // MemoryConfig adds the in-memory store's own options to Config.
 type MemoryConfig struct {
-	Hold      bool                // report appended messages as Held
-	OnRelease func(keys []string) // called, outside the store's lock, with the dedupe keys of committed messages
+	Hold bool // report appended messages as Held
+	// OnRelease is called, outside the store's lock, with a conversation
+	// and the dedupe keys of its committed messages. A dedupe key names a
+	// message only within its conversation.
+	OnRelease func(c chat.Conversation, keys []string)
 }
 
 type memConv struct {
@@ -212,7 +215,7 @@ func (s *memConv) batchOut(resumed bool) Batch {
 func (m *Memory) Commit(ctx context.Context, c chat.Conversation, fence, token int64, pos uint64) (int64, error) {
 	n, released, err := m.commit(ctx, c, fence, token, pos)
 	if err == nil && m.mcfg.OnRelease != nil && len(released) > 0 {
-		m.mcfg.OnRelease(released)
+		m.mcfg.OnRelease(c, released)
 	}
 	return n, err
 }
@@ -388,11 +391,11 @@ func (m *Memory) Take(ctx context.Context, c chat.Conversation) ([]Item, error) 
 	return items, nil
 }
 
-// Release reports keys as released (OnRelease), for messages that Take
+// Release reports c's keys as released (OnRelease), for messages that Take
 // handed over once they are durable elsewhere.
-func (m *Memory) Release(keys []string) {
+func (m *Memory) Release(c chat.Conversation, keys []string) {
 	if m.mcfg.OnRelease != nil && len(keys) > 0 {
-		m.mcfg.OnRelease(keys)
+		m.mcfg.OnRelease(c, keys)
 	}
 }
 

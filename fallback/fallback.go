@@ -363,6 +363,6 @@ func (b *Buffers) take(ctx context.Context, c chat.Conversation) (moved int, ref
 	for i, it := range items {
 		keys[i] = it.Key
 	}
-	b.mem.Release(keys)
+	b.mem.Release(c, keys)
 	return len(items), nil, nil
 }

@@ -44,7 +44,7 @@ func TestOutageAndRecovery(t *testing.T) {
 		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0, 0)}
 	}
 	var w *worker.Worker
-	mem := buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func(keys []string) { w.Release(keys) }})
+	mem := buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func(c chat.Conversation, keys []string) { w.Release(c, keys) }})
 	var modes atomic.Int32
 	fb := fallback.New(side(buffer.NewRedis(rdb, buffer.Config{}), locking.NewRedis(rdb, locking.Config{})),
 		side(mem, locking.NewMemory(locking.Config{})), mem,
@@ -341,7 +341,7 @@ func newFixture(t *testing.T, sharedCfg buffer.Config) fixture {
 		return fallback.Side{Store: store, Locker: locker, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0, 0)}
 	}
 	f.shared = buffer.NewRedis(rdb, sharedCfg)
-	f.mem = buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func([]string) {}})
+	f.mem = buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func(chat.Conversation, []string) {}})
 	f.fb = fallback.New(side(f.shared, locking.NewRedis(rdb, locking.Config{})),
 		side(f.mem, locking.NewMemory(locking.Config{})), f.mem,
 		func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
@@ -429,7 +429,7 @@ func TestRefusingRedisIsNotAnOutage(t *testing.T) {
 	ctx := context.Background()
 	rs := redistest.Start(t)
 	rdb := rs.Client(t)
-	mem := buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func([]string) {}})
+	mem := buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func(chat.Conversation, []string) {}})
 	shared := fallback.Side{Store: buffer.NewRedis(rdb, buffer.Config{})}
 	local := fallback.Side{Store: mem}
 	fb := fallback.New(shared, local, mem, func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, fallback.Config{})

@@ -6,9 +6,19 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opencontext/chatbuf/chat"
 )
 
-// holds tracks messages that must not be acked yet, by dedupe key: every
+// holdKey names a held message: its conversation and its dedupe key, which
+// is unique only within the conversation.
+type holdKey struct {
+	conv chat.Conversation
+	key  string
+}
+
+// holds tracks messages that must not be acked yet, by conversation and
+// dedupe key: every
 // message from just before its append until the append's outcome is known,
 // and messages the fallback holds in local memory until Release. Registering
 // before the append means a Release that races ahead of the append's result
@@ -20,12 +30,12 @@ import (
 // the messages behind it lapse and the server hand them to another worker.
 type holds struct {
 	mu     sync.Mutex
-	m      map[string][]jetstream.Msg
+	m      map[holdKey][]jetstream.Msg
 	queued map[jetstream.Msg]time.Time
 }
 
 func newHolds() *holds {
-	return &holds{m: map[string][]jetstream.Msg{}, queued: map[jetstream.Msg]time.Time{}}
+	return &holds{m: map[holdKey][]jetstream.Msg{}, queued: map[jetstream.Msg]time.Time{}}
 }
 
 // queue registers m as waiting in a lane since now.
@@ -44,17 +54,19 @@ func (h *holds) dequeue(ms []jetstream.Msg) {
 	}
 }
 
-func (h *holds) add(key string, m jetstream.Msg) {
+func (h *holds) add(c chat.Conversation, key string, m jetstream.Msg) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.m[key] = append(h.m[key], m)
+	k := holdKey{c, key}
+	h.m[k] = append(h.m[k], m)
 }
 
-// drop removes m from key's holds and reports whether it was there (false:
-// a Release acked it already).
-func (h *holds) drop(key string, m jetstream.Msg) bool {
+// drop removes m from c's key's holds and reports whether it was there
+// (false: a Release acked it already).
+func (h *holds) drop(c chat.Conversation, dkey string, m jetstream.Msg) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	key := holdKey{c, dkey}
 	ms := h.m[key]
 	for i, x := range ms {
 		if x == m {
@@ -70,11 +82,11 @@ func (h *holds) drop(key string, m jetstream.Msg) bool {
 	return false
 }
 
-// others reports whether key has held messages besides m.
-func (h *holds) others(key string, m jetstream.Msg) bool {
+// others reports whether c's key has held messages besides m.
+func (h *holds) others(c chat.Conversation, key string, m jetstream.Msg) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, x := range h.m[key] {
+	for _, x := range h.m[holdKey{c, key}] {
 		if x != m {
 			return true
 		}
@@ -82,12 +94,13 @@ func (h *holds) others(key string, m jetstream.Msg) bool {
 	return false
 }
 
-// release removes and returns the messages held under keys.
-func (h *holds) release(keys []string) []jetstream.Msg {
+// release removes and returns the messages of c held under keys.
+func (h *holds) release(c chat.Conversation, keys []string) []jetstream.Msg {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var out []jetstream.Msg
-	for _, k := range keys {
+	for _, key := range keys {
+		k := holdKey{c, key}
 		out = append(out, h.m[k]...)
 		delete(h.m, k)
 	}

@@ -74,21 +74,21 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 	}
 
 	for i, it := range items {
-		w.held.add(it.Key, owners[i].msg)
+		w.held.add(it.Conv, it.Key, owners[i].msg)
 	}
 	res, ok := w.appendWithRetry(ctx, stop, items, owners)
 	if !ok {
 		for i, it := range items {
-			w.held.drop(it.Key, owners[i].msg)
+			w.held.drop(it.Conv, it.Key, owners[i].msg)
 		}
 		return
 	}
 	var appended, dups int
 	var full []chat.Conversation // may repeat one: flushes.add takes each once
 	for i, r := range res {
-		p, key := owners[i], items[i].Key
+		p, conv, key := owners[i], items[i].Conv, items[i].Key
 		if r.Err != nil {
-			w.held.drop(key, p.msg)
+			w.held.drop(conv, key, p.msg)
 			w.rejected(ctx, p, items[i], r.Err)
 			continue
 		}
@@ -101,10 +101,10 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 			full = append(full, items[i].Conv)
 		}
 		// A held message (or a copy of one still held) waits for Release.
-		if r.Held || (r.Dup && w.held.others(key, p.msg)) {
+		if r.Held || (r.Dup && w.held.others(conv, key, p.msg)) {
 			continue
 		}
-		if w.held.drop(key, p.msg) {
+		if w.held.drop(conv, key, p.msg) {
 			if err := p.msg.Ack(); err != nil {
 				w.hookNATSError(err)
 			}

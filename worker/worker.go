@@ -218,10 +218,12 @@ func (w *Worker) sweep(ctx context.Context) {
 // while it takes them. While it refuses, the worker pulls no new messages.
 func (w *Worker) StoreRefusal() error { return w.refusal.reason() }
 
-// Release acks the messages held under keys: the fallback published them in
-// a batch or moved them into Redis.
-func (w *Worker) Release(keys []string) {
-	for _, m := range w.held.release(keys) {
+// Release acks the messages of conversation c held under keys: the fallback
+// published them in a batch or moved them into Redis. A dedupe key names a
+// message only within its conversation: another conversation's message
+// with the same key stays held.
+func (w *Worker) Release(c chat.Conversation, keys []string) {
+	for _, m := range w.held.release(c, keys) {
 		if err := m.Ack(); err != nil {
 			w.hookNATSError(err)
 		}

@@ -192,7 +192,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0, 0)}
 	}
 	var w *worker.Worker
-	release := func(keys []string) { w.Release(keys) }
+	release := func(c chat.Conversation, keys []string) { w.Release(c, keys) }
 	mem := buffer.NewMemory(storeCfg, buffer.MemoryConfig{Hold: true, OnRelease: release})
 	local := side("memory", mem, locking.NewMemory(lockCfg))
 
