@@ -26,6 +26,12 @@ type Memory struct {
 	mu    chan struct{} // a mutex that honours ctx
 	convs map[chat.Conversation]*memConv
 	due   dueHeap
+	// seenLog holds every remembered dedupe key in the order seen, from
+	// seenHead on: entries past the dedupe window are forgotten from the
+	// front on each append and each Due (the sweep), so that idle
+	// conversations do not keep their keys, or their state, for ever.
+	seenLog  []seenEntry
+	seenHead int
 }
 
 var _ ManyStore = (*Memory)(nil)
@@ -53,12 +59,12 @@ type memConv struct {
 	refused  int64 // first refusal of the in-flight batch, ms (0: none)
 	pos      uint64
 	seen     map[string]int64 // dedupe key -> first seen, ms
-	seenLog  []seenEntry      // dedupe keys in the order seen, for expiry
 	dueIdx   int              // index in the due heap, -1 when absent
 	dueScore int64
 }
 
 type seenEntry struct {
+	c   chat.Conversation
 	key string
 	at  int64
 }
@@ -115,7 +121,7 @@ func (m *Memory) AppendBatch(ctx context.Context, items []Item) ([]Appended, err
 	}
 	defer m.unlock()
 	now := m.cfg.Now().UnixMilli()
-	horizon := now - m.cfg.DedupeWindow.Milliseconds()
+	m.expireSeen(now - m.cfg.DedupeWindow.Milliseconds())
 	out := make([]Appended, len(items))
 	for i, it := range items {
 		rec, err := chat.ParseRecord(it.Record)
@@ -124,13 +130,12 @@ func (m *Memory) AppendBatch(ctx context.Context, items []Item) ([]Appended, err
 			continue
 		}
 		s := m.conv(it.Conv)
-		s.expireSeen(horizon)
 		if _, dup := s.seen[it.Key]; dup {
 			out[i] = Appended{Dup: true, Len: int64(len(s.buffer))}
 			continue
 		}
 		s.seen[it.Key] = now
-		s.seenLog = append(s.seenLog, seenEntry{it.Key, now})
+		m.seenLog = append(m.seenLog, seenEntry{it.Conv, it.Key, now})
 		s.buffer = append(s.buffer, it.Record)
 		s.keys = append(s.keys, it.Key)
 		if s.dueIdx < 0 {
@@ -142,17 +147,33 @@ func (m *Memory) AppendBatch(ctx context.Context, items []Item) ([]Appended, err
 	return out, nil
 }
 
-func (s *memConv) expireSeen(horizon int64) {
-	n := 0
-	for n < len(s.seenLog) && s.seenLog[n].at < horizon {
-		if s.seen[s.seenLog[n].key] == s.seenLog[n].at {
-			delete(s.seen, s.seenLog[n].key)
+// expireSeen forgets the dedupe keys seen before horizon (ms), and the
+// conversations left with nothing to keep; m.mu held. Amortised O(1) per
+// key remembered.
+func (m *Memory) expireSeen(horizon int64) {
+	for m.seenHead < len(m.seenLog) && m.seenLog[m.seenHead].at < horizon {
+		e := m.seenLog[m.seenHead]
+		m.seenLog[m.seenHead] = seenEntry{}
+		m.seenHead++
+		if s, ok := m.convs[e.c]; ok && s.seen[e.key] == e.at {
+			delete(s.seen, e.key)
+			m.forget(s)
 		}
-		n++
 	}
-	if n > 0 {
-		s.seenLog = append(s.seenLog[:0:0], s.seenLog[n:]...)
+	if m.seenHead > 0 && m.seenHead >= len(m.seenLog)/2 {
+		m.seenLog = append(m.seenLog[:0:0], m.seenLog[m.seenHead:]...)
+		m.seenHead = 0
 	}
+}
+
+// Size reports how many conversations and dedupe keys the store keeps.
+func (m *Memory) Size() (conversations, dedupeKeys int) {
+	m.mu <- struct{}{}
+	defer m.unlock()
+	for _, s := range m.convs {
+		dedupeKeys += len(s.seen)
+	}
+	return len(m.convs), dedupeKeys
 }
 
 // Claim implements Store.
@@ -265,6 +286,7 @@ func (m *Memory) Due(ctx context.Context, before time.Time, limit int) ([]chat.C
 		return nil, err
 	}
 	defer m.unlock()
+	m.expireSeen(m.cfg.Now().UnixMilli() - m.cfg.DedupeWindow.Milliseconds())
 	cut := before.UnixMilli()
 	var out []chat.Conversation
 	// Candidates are heap positions, kept as a small heap ordered like the

@@ -3,6 +3,7 @@ package locking_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -241,5 +242,55 @@ func TestUntilIsOnTheRealClock(t *testing.T) {
 				t.Errorf("%s: UnlockMany: %v", name, err)
 			}
 		}
+	}
+}
+
+// The memory locker forgets conversations whose lock expired and whose
+// fence the clock has passed, a few on each TryLock: its maps hold recently
+// locked conversations, not every conversation ever locked. Fences stay
+// increasing across the forgetting.
+func TestMemoryLockerForgetsIdleConversations(t *testing.T) {
+	ctx := context.Background()
+	clock := clocktest.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
+	const expiry = 10 * time.Second
+	m := locking.NewMemory(locking.Config{Expiry: expiry, Now: clock.Now})
+	const n = 400
+	conv := func(i int) chat.Conversation { return chat.Conversation{User: fmt.Sprintf("u%d", i), Device: "d", Agent: "a"} }
+	var first int64
+	for i := range n {
+		l, err := m.TryLock(ctx, conv(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = l.Fence()
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := m.Size(); got != n {
+		t.Fatalf("%d conversations kept right after locking %d", got, n)
+	}
+	clock.Advance(expiry + time.Second)
+	probe := chat.Conversation{User: "probe", Device: "d", Agent: "a"}
+	for range n {
+		l, err := m.TryLock(ctx, probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := m.Size(); got != 1 {
+		t.Errorf("%d conversations kept after their locks expired and %d more locks; want 1 (the one locked since)", got, n)
+	}
+	l, err := m.TryLock(ctx, conv(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Fence() <= first {
+		t.Errorf("fence after being forgotten %d, want > %d", l.Fence(), first)
 	}
 }

@@ -18,6 +18,18 @@ type Memory struct {
 	mu     sync.Mutex
 	held   map[chat.Conversation]*memLock
 	fences map[chat.Conversation]int64
+	// known lists each conversation in fences once, with the time after
+	// which its entries may go (its lock's expiry). TryLock looks at the
+	// front and forgets conversations whose lock has expired and whose
+	// fence the clock has passed (a new fence, at least the time in ms,
+	// is then larger anyway): the maps hold only recently locked
+	// conversations.
+	known []knownConv
+}
+
+type knownConv struct {
+	c     chat.Conversation
+	after time.Time
 }
 
 var _ ManyLocker = (*Memory)(nil)
@@ -44,11 +56,46 @@ func (m *Memory) TryLock(ctx context.Context, c chat.Conversation) (Lock, error)
 	if l, ok := m.held[c]; ok && now.Before(l.until) {
 		return nil, ErrBusy
 	}
-	fence := max(m.fences[c]+1, now.UnixMilli())
+	m.forgetIdle(now)
+	last, known := m.fences[c]
+	fence := max(last+1, now.UnixMilli())
 	m.fences[c] = fence
 	l := &memLock{m: m, c: c, fence: fence, until: now.Add(m.expiry)}
 	m.held[c] = l
+	if !known {
+		m.known = append(m.known, knownConv{c, l.until})
+	}
 	return l, nil
+}
+
+// forgetIdle drops conversations whose lock expired and whose fence lies in
+// the past, a few per call, from the front of known; m.mu held.
+func (m *Memory) forgetIdle(now time.Time) {
+	for range 8 {
+		if len(m.known) == 0 || now.Before(m.known[0].after) {
+			return
+		}
+		k := m.known[0]
+		m.known[0] = knownConv{}
+		m.known = m.known[1:]
+		if l, ok := m.held[k.c]; ok && now.Before(l.until) {
+			m.known = append(m.known, knownConv{k.c, l.until}) // still held: look again then
+			continue
+		}
+		if m.fences[k.c] >= now.UnixMilli() {
+			m.known = append(m.known, knownConv{k.c, now.Add(time.Millisecond)})
+			continue
+		}
+		delete(m.held, k.c)
+		delete(m.fences, k.c)
+	}
+}
+
+// Size reports how many conversations the locker keeps state for.
+func (m *Memory) Size() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.fences)
 }
 
 type memLock struct {
