@@ -18,22 +18,29 @@ var (
 	bob   = chat.Conversation{User: "bob", Device: "phone", Agent: "bot"}
 )
 
-// fixture is a Locker and a way to let its locks expire.
+// fixture is a Locker, its lock expiry and a way to let time pass.
 type fixture struct {
-	locker locking.Locker
-	expire func()
+	locker  locking.Locker
+	expiry  time.Duration
+	advance func(time.Duration) // let this much time pass for the locker
 }
+
+// expire lets the locks taken so far expire.
+func (f fixture) expire() { f.advance(f.expiry + 50*time.Millisecond) }
 
 func TestRedisLocker(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
-	const expiry = 300 * time.Millisecond
+	// Long enough that an extension half way reaches Redis well before the
+	// original expiry on a loaded machine.
+	const expiry = 2 * time.Second
 	runConformance(t, func(t *testing.T) fixture {
 		if err := rdb.FlushAll(context.Background()).Err(); err != nil {
 			t.Fatal(err)
 		}
 		return fixture{
-			locker: locking.NewRedis(rdb, locking.Config{Expiry: expiry}),
-			expire: func() { time.Sleep(expiry + 50*time.Millisecond) },
+			locker:  locking.NewRedis(rdb, locking.Config{Expiry: expiry}),
+			expiry:  expiry,
+			advance: time.Sleep, // Redis expires keys on its own clock
 		}
 	})
 }
@@ -43,8 +50,9 @@ func TestMemoryLocker(t *testing.T) {
 		clock := clocktest.New(time.Now())
 		const expiry = 10 * time.Second
 		return fixture{
-			locker: locking.NewMemory(locking.Config{Expiry: expiry, Now: clock.Now}),
-			expire: func() { clock.Advance(expiry + time.Millisecond) },
+			locker:  locking.NewMemory(locking.Config{Expiry: expiry, Now: clock.Now}),
+			expiry:  expiry,
+			advance: clock.Advance,
 		}
 	})
 }
@@ -82,18 +90,27 @@ func runConformance(t *testing.T, open func(t *testing.T) fixture) {
 		}
 	})
 
-	t.Run("extension keeps the lock", func(t *testing.T) {
+	t.Run("extension keeps the lock past its first expiry", func(t *testing.T) {
 		f := open(t)
 		a := mustLock(t, f.locker, alice)
 		before := a.Until()
+		f.advance(f.expiry / 2)
 		if err := a.Extend(ctx); err != nil {
 			t.Fatalf("Extend: %v", err)
 		}
-		if a.Until().Before(before) {
-			t.Errorf("Until went back after Extend: %v -> %v", before, a.Until())
+		if !a.Until().After(before) {
+			t.Errorf("Until did not move on after Extend: %v -> %v", before, a.Until())
 		}
+		// Past the original expiry, within the extended one.
+		f.advance(f.expiry * 3 / 4)
 		if _, err := f.locker.TryLock(ctx, alice); !errors.Is(err, locking.ErrBusy) {
-			t.Errorf("TryLock of an extended lock: %v, want ErrBusy", err)
+			t.Errorf("TryLock of an extended lock past its first expiry: %v, want ErrBusy", err)
+		}
+		if err := a.Extend(ctx); err != nil {
+			t.Errorf("Extend past the first expiry: %v, want the lock still held", err)
+		}
+		if err := a.Unlock(ctx); err != nil {
+			t.Errorf("Unlock: %v", err)
 		}
 	})
 
@@ -103,6 +120,10 @@ func runConformance(t *testing.T, open func(t *testing.T) fixture) {
 		if !ok {
 			t.Fatalf("%T is not a ManyLocker", f.locker)
 		}
+		prev := mustLock(t, f.locker, alice) // alice's previous lock generation
+		if err := prev.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
 		held := mustLock(t, f.locker, bob)
 		locks, err := ml.TryLockMany(ctx, []chat.Conversation{alice, bob})
 		if err != nil {
@@ -111,8 +132,8 @@ func runConformance(t *testing.T, open func(t *testing.T) fixture) {
 		if locks[0] == nil || locks[1] != nil {
 			t.Fatalf("TryLockMany = %v; want alice locked, bob busy", locks)
 		}
-		if locks[0].Fence() <= held.Fence() && locks[0].Fence() == 0 {
-			t.Errorf("fence %d", locks[0].Fence())
+		if locks[0].Fence() <= prev.Fence() {
+			t.Errorf("alice's fence from TryLockMany %d, want > her previous lock's %d", locks[0].Fence(), prev.Fence())
 		}
 		if _, err := f.locker.TryLock(ctx, alice); !errors.Is(err, locking.ErrBusy) {
 			t.Errorf("TryLock of a lock taken by TryLockMany: %v, want ErrBusy", err)
@@ -255,7 +276,9 @@ func TestMemoryLockerForgetsIdleConversations(t *testing.T) {
 	const expiry = 10 * time.Second
 	m := locking.NewMemory(locking.Config{Expiry: expiry, Now: clock.Now})
 	const n = 400
-	conv := func(i int) chat.Conversation { return chat.Conversation{User: fmt.Sprintf("u%d", i), Device: "d", Agent: "a"} }
+	conv := func(i int) chat.Conversation {
+		return chat.Conversation{User: fmt.Sprintf("u%d", i), Device: "d", Agent: "a"}
+	}
 	var first int64
 	for i := range n {
 		l, err := m.TryLock(ctx, conv(i))
