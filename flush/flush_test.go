@@ -190,8 +190,7 @@ func TestSinkFailureKeepsTheClaim(t *testing.T) {
 func TestStaleOwnerIsFenced(t *testing.T) {
 	ctx := context.Background()
 	store, srv := redisStore(t, nil)
-	const expiry = 300 * time.Millisecond
-	locker := locking.NewRedis(srv.Client(t), locking.Config{Expiry: expiry})
+	rdb := srv.Client(t)
 	app := newAppender()
 	app.append(t, store, alice, 20, time.Now())
 
@@ -202,23 +201,31 @@ func TestStaleOwnerIsFenced(t *testing.T) {
 	stalled.publish = func(flush.Out) {
 		once.Do(func() { close(inPublish); <-resume })
 	}
-	// The stale flusher never extends its lock (LockExpiry an hour: its
-	// keep-alive would first fire after 20 minutes), as if frozen.
-	staleF := flush.New(store, locker, shared{sink, stalled}, flush.Config{BatchSize: 10, LockExpiry: time.Hour})
+	// The stale flusher believes its lock good for an hour (its context
+	// and keep-alive stay quiet), as if frozen while Redis let it expire:
+	// only the store's fence can stop it.
+	staleLocker := locking.NewRedis(rdb, locking.Config{Expiry: time.Hour})
+	staleF := flush.New(store, staleLocker, shared{sink, stalled}, flush.Config{BatchSize: 10, LockExpiry: time.Hour})
 	errc := make(chan error, 1)
 	go func() { _, err := staleF.Flush(ctx, alice, chat.TriggerSize); errc <- err }()
 	<-inPublish
-	time.Sleep(expiry + 100*time.Millisecond)
+	// The lock expires in Redis.
+	if err := rdb.Del(ctx, chat.NewKeys("").Lock(alice)).Err(); err != nil {
+		t.Fatal(err)
+	}
 
-	f := flush.New(store, locker, sink, flush.Config{BatchSize: 10, LockExpiry: expiry})
+	f := flush.New(store, locking.NewRedis(rdb, locking.Config{}), sink, flush.Config{BatchSize: 10})
 	res, err := f.Flush(ctx, alice, chat.TriggerSize)
 	if err != nil || len(res.BatchIDs) != 2 {
 		t.Fatalf("takeover Flush = %v, %v; want both batches", res, err)
 	}
 	close(resume)
 	err = <-errc
-	if !errors.Is(err, buffer.ErrFenced) && !errors.Is(err, flush.ErrStale) && !errors.Is(err, locking.ErrLost) {
-		t.Errorf("stale flusher's error = %v, want ErrFenced, ErrStale or ErrLost", err)
+	if !errors.Is(err, buffer.ErrFenced) {
+		t.Errorf("stale flusher's error = %v, want ErrFenced (the store's fence refusing it)", err)
+	}
+	if errors.Is(err, locking.ErrLost) {
+		t.Errorf("stale flusher's error = %v: stopped by its lock's deadline, not by the fence", err)
 	}
 	checkExactlyOnce(t, sink, 10, app.sent)
 	if len(sink.batches) != 2 {
