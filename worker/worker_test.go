@@ -226,6 +226,27 @@ func (e *env) batchesHolding(t *testing.T, n int) []chat.Batch {
 	}
 }
 
+// allAcked waits until the worker's consumer has nothing pending or
+// unacked: every published message was stored (or dead-lettered).
+func (e *env) allAcked(t *testing.T) {
+	t.Helper()
+	cons, err := e.js.Consumer(context.Background(), e.cfg.InStream, e.cfg.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		info, err := cons.Info(context.Background())
+		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("messages still pending after 60s: %+v, %v", info, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (e *env) flushAll(t *testing.T, convs []chat.Conversation) {
 	t.Helper()
 	nc := e.nats.Conn(t)
@@ -348,7 +369,9 @@ func TestThreeWorkersExactlyOnce(t *testing.T) {
 					e.publish(t, c, body, "")
 				}
 			}
-			time.Sleep(500 * time.Millisecond)
+			// A manual flush takes what is stored: wait until every
+			// message is (acked once appended).
+			e.allAcked(t)
 			e.flushAll(t, convs)
 			check(t, e.batchesHolding(t, len(want)), want)
 		})
@@ -521,8 +544,12 @@ func TestAgeTriggerFlushesPartialBuffers(t *testing.T) {
 	}
 	batches := e.batchesHolding(t, 3)
 	check(t, batches, want)
-	if len(batches) != 1 || batches[0].Reason != chat.TriggerAge {
-		t.Errorf("got %d batches, want one age batch", len(batches))
+	// However the publishes fall against the sweeps, every batch is a
+	// partial one flushed for its age.
+	for _, b := range batches {
+		if b.Reason != chat.TriggerAge || b.MessageCount >= size {
+			t.Errorf("batch %s: reason %s, %d messages; want an age batch of fewer than %d", b.BatchID, b.Reason, b.MessageCount, size)
+		}
 	}
 }
 
