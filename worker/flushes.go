@@ -129,7 +129,10 @@ const manualFlushWait = 5 * time.Second
 // handleFlushRequest answers <prefix>.flush.<user>.<device>.<agent>: it
 // flushes everything buffered for the conversation and replies with the
 // batch ids.
-func (w *Worker) handleFlushRequest(ctx context.Context) nats.MsgHandler {
+//
+// Requests run with ctx, the worker's work context (not cancelled when
+// shutdown begins), and are counted in running, which shutdown waits for.
+func (w *Worker) handleFlushRequest(ctx context.Context, running *sync.WaitGroup) nats.MsgHandler {
 	sem := make(chan struct{}, w.cfg.Concurrency)
 	return func(m *nats.Msg) {
 		c, err := chat.ParseSubject(w.cfg.Stream.Prefix, stream.KindFlush, m.Subject)
@@ -138,10 +141,10 @@ func (w *Worker) handleFlushRequest(ctx context.Context) nats.MsgHandler {
 			return
 		}
 		sem <- struct{}{}
-		go func() {
+		running.Go(func() {
 			defer func() { <-sem }()
 			w.reply(m, w.flushManual(ctx, c))
-		}()
+		})
 	}
 }
 

@@ -52,6 +52,10 @@ type Config struct {
 	Logger          *slog.Logger
 	Hooks           Hooks
 	OnReady         func() // called once the streams and the consumer are set up
+	// ShutdownTimeout bounds how long Run, once its context is done,
+	// lets the appends and flushes under way finish before it cancels
+	// them (10s when zero).
+	ShutdownTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -76,6 +80,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 10 * time.Second
 	}
 	return c
 }
@@ -149,8 +156,11 @@ func New(nc *nats.Conn, js jetstream.JetStream, bufs Buffers, cfg Config) *Worke
 
 // Run creates the streams and the consumer (retrying while NATS is not
 // there), then consumes, flushes and answers flush requests until ctx is
-// done. It then stops fetching, finishes what it holds, and returns nil;
-// buffers stay in the store for the other workers.
+// done. Then, as net/http's Server.Shutdown does, it stops taking new work
+// (no more pulls, flush requests or sweeps), lets the appends and flushes
+// under way finish, for up to ShutdownTimeout, after which it cancels them
+// (what they held is redelivered or stays in flight for the next flusher),
+// and returns nil; buffers stay in the store for the other workers.
 func (w *Worker) Run(ctx context.Context) error {
 	cons, err := w.ensure(ctx)
 	if err != nil {
@@ -159,36 +169,56 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.OnReady != nil {
 		w.cfg.OnReady()
 	}
-	sub, err := w.nc.QueueSubscribe(w.cfg.Stream.All(stream.KindFlush), "chatbuf-flush", w.handleFlushRequest(ctx))
+	// Appends and flushes outlive ctx so that shutdown finishes them; work
+	// ends ShutdownTimeout after ctx.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopTimer := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(w.cfg.ShutdownTimeout, func() {
+			w.log.Warn("worker: shutdown timeout; cancelling the appends and flushes still running", "timeout", w.cfg.ShutdownTimeout)
+			cancelWork()
+		})
+		context.AfterFunc(work, func() { t.Stop() })
+	})
+	defer stopTimer()
+
+	var manual sync.WaitGroup
+	sub, err := w.nc.QueueSubscribe(w.cfg.Stream.All(stream.KindFlush), "chatbuf-flush", w.handleFlushRequest(work, &manual))
 	if err != nil {
 		return fmt.Errorf("worker: subscribe to flush requests: %w", err)
 	}
-	defer func() { _ = sub.Drain() }()
 
 	// Room for the next append of each lane while one runs.
 	in := newInbox(w.cfg.Concurrency, w.cfg.Concurrency*w.cfg.AppendBatch, w.cfg.Stream.AckWait/4)
-	// Appends and flushes outlive ctx so that shutdown finishes them.
-	work := context.WithoutCancel(ctx)
 	var g errgroup.Group
 	for _, lane := range in.lanes {
 		g.Go(func() error { w.runLane(work, ctx.Done(), in, lane); return nil })
 	}
-	flushCtx, stopFlushes := context.WithCancel(work)
 	var fg sync.WaitGroup
 	for range w.cfg.Concurrency {
-		fg.Go(func() { w.flushes.run(flushCtx) })
+		fg.Go(func() { w.flushes.run(work) })
 	}
-	fg.Go(func() { w.sweep(ctx) })
-	fg.Go(func() { w.held.keepAlive(ctx, w.cfg.Stream.AckWait/3) })
+	fg.Go(func() { w.sweep(ctx, work) })
+	keepCtx, stopKeep := context.WithCancel(work)
+	defer stopKeep()
+	var kg sync.WaitGroup
+	kg.Go(func() { w.held.keepAlive(keepCtx, w.cfg.Stream.AckWait/3) })
 
 	w.log.Info("worker: consuming", "stream", w.cfg.Stream.InStream, "consumer", w.cfg.Stream.Consumer,
 		"concurrency", w.cfg.Concurrency, "batch_size", w.cfg.BatchSize)
 	err = w.consume(ctx, cons, in)
+	w.log.Info("worker: stopping: no more pulls or flush requests; finishing the appends and flushes under way",
+		"timeout", w.cfg.ShutdownTimeout)
+	if uerr := sub.Unsubscribe(); uerr != nil {
+		w.log.Warn("worker: unsubscribe from flush requests", "error", uerr)
+	}
 	in.close()
 	_ = g.Wait()
-	w.flushes.close()
-	stopFlushes()
+	w.flushes.close() // queued flushes stay in the store; running ones finish
 	fg.Wait()
+	manual.Wait()
+	stopKeep()
+	kg.Wait()
 	if n := w.held.giveBack(); n > 0 {
 		w.log.Warn("worker: stopped with messages buffered only in local memory; given back for redelivery", "messages", n)
 	}
@@ -196,8 +226,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	return err
 }
 
-// sweep runs the age sweep every SweepInterval until ctx is done.
-func (w *Worker) sweep(ctx context.Context) {
+// sweep runs the age sweep on work every SweepInterval until ctx is done; a
+// sweep under way when ctx ends finishes.
+func (w *Worker) sweep(ctx, work context.Context) {
 	t := time.NewTicker(w.cfg.SweepInterval)
 	defer t.Stop()
 	for {
@@ -206,7 +237,7 @@ func (w *Worker) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 			// Refused batches are logged by the flusher, rate-limited.
-			if _, err := w.bufs.Sweep(ctx); flush.DropRefused(err) != nil && ctx.Err() == nil {
+			if _, err := w.bufs.Sweep(work); flush.DropRefused(err) != nil && work.Err() == nil {
 				w.log.Warn("worker: age sweep failed", "error", flush.DropRefused(err))
 			}
 		}

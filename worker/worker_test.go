@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/opencontext/chatbuf/buffer"
 	"github.com/opencontext/chatbuf/chat"
@@ -42,6 +43,15 @@ func newEnv(t *testing.T, start func(testing.TB) *natstest.Server) *env {
 	}
 	e.js = js
 	return e
+}
+
+// redisClient starts the test's Redis if needed and returns a client.
+func (e *env) redisClient(t *testing.T) *redis.Client {
+	t.Helper()
+	if e.redis == nil {
+		e.redis = redistest.Start(t)
+	}
+	return e.redis.Client(t)
 }
 
 // startWorker runs a worker until the test ends (or stop is called).

@@ -237,6 +237,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		Logger:          log,
 		Hooks:           m.workerHooks(),
 		OnReady:         func() { h.streamsUp.Store(true) },
+		// The rest of SHUTDOWN_TIMEOUT is for draining NATS.
+		ShutdownTimeout: cfg.ShutdownTimeout.D() * 4 / 5,
 	})
 	running.Store(w)
 	if cfg.CompletionEnabled {
@@ -260,16 +262,27 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	case <-ctx.Done():
 	}
 	log.Info("worker: shutting down", "timeout", cfg.ShutdownTimeout.D())
+	deadline := time.Now().Add(cfg.ShutdownTimeout.D())
 	select {
 	case err := <-done:
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return err
 		}
-	case <-time.After(cfg.ShutdownTimeout.D()):
+	case <-time.After(time.Until(deadline)):
 		return fmt.Errorf("shutdown took longer than SHUTDOWN_TIMEOUT=%s; unacked messages will be redelivered", cfg.ShutdownTimeout.D())
 	}
+	// Drain is asynchronous: acks and replies still buffered go out, then
+	// the connection closes. Wait for that (deferred Close comes after).
 	if err := nc.Drain(); err != nil {
 		log.Warn("nats: drain", "error", err)
+		return nil
+	}
+	for !nc.IsClosed() {
+		if time.Now().After(deadline) {
+			log.Warn("nats: drain not finished within SHUTDOWN_TIMEOUT; closing", "timeout", cfg.ShutdownTimeout.D())
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
 }
