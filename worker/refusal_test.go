@@ -132,7 +132,8 @@ func flushUntil(t *testing.T, e *env, convs []chat.Conversation, n int) []chat.B
 // Redis full (maxmemory, noeviction): appends are refused as a whole, no
 // valid message is dead-lettered, the worker stops pulling and is not
 // ready while Redis is full, flushes still run (they are what frees
-// memory), and every message ends in exactly one batch.
+// memory), and once Redis has room every message ends in exactly one
+// batch.
 func TestRedisFullNeverDeadLetters(t *testing.T) {
 	const convCount, perConv, batchSize = 120, 9, 1000
 	e, w, r := refusalEnv(t, batchSize, redistest.Options{Args: []string{"--maxmemory", "2200kb", "--maxmemory-policy", "noeviction"}})
@@ -156,7 +157,15 @@ func TestRedisFullNeverDeadLetters(t *testing.T) {
 	noDeadLetters(t, e)
 	inStreamHolds(t, e, 1)
 
-	// Flushing frees memory while Redis is full; appends resume by themselves.
+	// Flushing works while Redis is full (it is what frees memory).
+	e.flushAll(t, convs)
+	if len(e.batchesNow(t)) == 0 {
+		t.Fatal("no batch published by flushes while Redis was full")
+	}
+	// Room: appends resume by themselves.
+	if err := e.redis.Client(t).ConfigSet(context.Background(), "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
 	checkSize(t, flushUntil(t, e, convs, len(want)), want, batchSize)
 	waitFor(t, "the worker ready again", func() bool { return w.StoreRefusal() == nil })
 	noDeadLetters(t, e)
