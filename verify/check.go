@@ -334,6 +334,8 @@ func (c *checker) batch(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 		case 1:
 			if !c.dead[marker] {
 				c.seen++
+			} else {
+				c.rep.Duplicated++ // dead-lettered and batched: delivered twice
 			}
 			d := meta.Timestamp.Sub(s.Published)
 			c.latency = append(c.latency, d)
@@ -394,6 +396,8 @@ func (c *checker) deadLetter(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 		c.rep.DeadLettered++
 		if c.inBatches[marker] == 0 {
 			c.seen++
+		} else {
+			c.rep.Duplicated++ // batched and dead-lettered: delivered twice
 		}
 	}
 }

@@ -18,7 +18,7 @@ type Report struct {
 	Published  int    `json:"published"`    // messages recorded as accepted
 	Delivered  int    `json:"delivered"`    // of those, seen in at least one batch
 	Lost       int    `json:"lost"`         // neither in a batch nor dead-lettered
-	Duplicated int    `json:"duplicated"`   // in more than one distinct batch
+	Duplicated int    `json:"duplicated"`   // in more than one distinct batch, or both in a batch and dead-lettered
 	Misplaced  int    `json:"misplaced"`    // in a batch of another conversation
 	Unexpected int    `json:"unexpected"`   // in the run's batches but not recorded (or another CHAT_IN copy)
 	OutOfOrder int    `json:"out_of_order"` // backward steps in CHAT_IN seq between a conversation's consecutive batches
