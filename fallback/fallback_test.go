@@ -442,7 +442,7 @@ func TestRefusingRedisIsNotAnOutage(t *testing.T) {
 	}
 	c := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
 	m := chat.Message{Role: "user", Content: json.RawMessage(`"hi"`)}
-	items := []buffer.Item{{Conv: c, Key: m.DedupeKey(1, 1), Record: chat.NewRecord(&m, 1, time.Now())}}
+	items := []buffer.Item{{Conv: c, Key: m.DedupeKey(1, 1), Record: chat.NewRecord(&m, 0, 1, false, time.Now())}}
 	_, err = fb.AppendBatch(ctx, items)
 	if err == nil || !buffer.StoreWide(err) || buffer.RefusalKind(err) != "readonly" {
 		t.Fatalf("append to a read-only Redis: %v (kind %q), want a store-wide readonly error", err, buffer.RefusalKind(err))
