@@ -482,9 +482,10 @@ func isNoScript(err error) bool {
 // ARGV[8] -> the conversation's tag
 // ARGV[9] -> now, µs: the floor of a new token
 //
-// The first write (PEXPIRE) needs no memory: Redis refuses a script for
-// want of memory (maxmemory, noeviction) only at its first write, and a
-// claim must run when Redis is full, since flushing is what frees memory.
+// The first write (PERSIST of the in-flight list, which never has a TTL)
+// needs no memory: Redis refuses a script for want of memory (maxmemory,
+// noeviction) only at its first write, and a claim must run when Redis is
+// full, since flushing is what frees memory.
 //
 // Output: {-1} fenced; {0} nothing to claim;
 // {1 new | 2 resumed, token, reason, created ms, pos, records...}
@@ -494,7 +495,7 @@ func isNoScript(err error) bool {
 // the meta hash (its fence and token) while a batch is in flight; commit
 // gives the meta hash its TTL back.
 var claimScript = redis.NewScript(`
-redis.call('PEXPIRE', KEYS[3], ARGV[7])
+redis.call('PERSIST', KEYS[2])
 local m = redis.call('HMGET', KEYS[3], 'fence', 'pos', 'ctr', 'batch', 'reason', 'created')
 local fence = tonumber(ARGV[1])
 local seen = tonumber(m[1] or '0')
