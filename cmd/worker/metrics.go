@@ -134,7 +134,8 @@ func newMetrics() *metrics {
 	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts(f("store_refusals_total",
 		"Appends Redis refused as a whole (not for one conversation), by kind: oom, noperm, readonly, masterdown, loading, busy, clusterdown, tryagain, noreplicas, noscript, misconf, noauth, not_replicated, unreachable, other.")), []string{"kind"})
 	m.refusing = prometheus.NewGauge(prometheus.GaugeOpts(f("store_refusing", "1 while Redis refuses appends as a whole: the worker pulls nothing new and is not ready.")))
-	for _, k := range []string{"oom", "noperm", "readonly", "unreachable", "other"} {
+	for _, k := range []string{"oom", "noperm", "readonly", "masterdown", "loading", "busy", "clusterdown", "tryagain",
+		"noreplicas", "noscript", "misconf", "noauth", "not_replicated", "unreachable", "other"} {
 		m.refusals.WithLabelValues(k)
 	}
 	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.errors, m.ready, m.mode, m.roundTrips, m.commands, m.refused, m.rejected,
