@@ -88,13 +88,13 @@ func (r *refusal) ok() {
 	}
 }
 
-// state returns the current refusal (nil if none), a channel closed when a
-// refusal begins (closed already during one) and one closed when it ends
-// (closed already when there is none).
-func (r *refusal) state() (err error, started, ended <-chan struct{}) {
+// state reports whether a refusal is under way, and returns a channel
+// closed when a refusal begins (closed already during one) and one closed
+// when it ends (closed already when there is none).
+func (r *refusal) state() (refusing bool, started, ended <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.err, r.started, r.ended
+	return r.err != nil, r.started, r.ended
 }
 
 // reason is the refusal as a readiness reason, nil when there is none.

@@ -293,7 +293,7 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, in *inbox
 		if ctx.Err() != nil {
 			return nil
 		}
-		if refused, _, ended := w.refusal.state(); refused != nil {
+		if refusing, _, ended := w.refusal.state(); refusing {
 			// The store refuses writes: pull nothing until it takes them
 			// again (the lanes keep retrying what they hold).
 			select {
