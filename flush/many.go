@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/opencontext/chatbuf/buffer"
@@ -76,13 +77,13 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 	defer cancel()
 
 	var errs []error
-	want := f.want(reason)
 	for round := 0; len(held) > 0 && round < maxRounds && ctx.Err() == nil; round++ {
 		start := time.Now()
 		reqs := make([]buffer.ClaimReq, len(held))
 		for i, c := range held {
-			reqs[i] = buffer.ClaimReq{Conv: c, Fence: fences[i], Want: want}
+			reqs[i] = buffer.ClaimReq{Conv: c, Fence: fences[i], Want: f.want(c, reason)}
 		}
+		f.limit(ctx, reqs)
 		batches, cerrs, err := ms.ClaimMany(ctx, reqs)
 		if err != nil {
 			f.hookError("claim", err)
@@ -95,6 +96,10 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 				f.hookError("claim", cerrs[i])
 				errs = append(errs, cerrs[i])
 				continue
+			}
+			if b.Blocked {
+				// An earlier message is still on its way: try again soon.
+				busy = append(busy, held[i])
 			}
 			if b.Token == 0 {
 				f.refused.forget(held[i])
@@ -172,7 +177,7 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			if f.cfg.Hooks.Batch != nil && !rejected[cidx[k]] {
 				f.cfg.Hooks.Batch(out.Reason, out.messages, d)
 			}
-			if left[k] >= int64(want.Min) {
+			if left[k] >= int64(f.cfg.BatchSize) || (reason == chat.TriggerManual && left[k] > 0) {
 				nextHeld = append(nextHeld, q.Conv)
 				nextFences = append(nextFences, q.Fence)
 			}
@@ -212,6 +217,19 @@ func (f *Flusher) notWaiting(convs []chat.Conversation) []chat.Conversation {
 		return convs
 	}
 	return out
+}
+
+// limit sets each request's Through, with the Pending lookups of all
+// conversations at once.
+func (f *Flusher) limit(ctx context.Context, reqs []buffer.ClaimReq) {
+	if f.cfg.Pending == nil {
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range reqs {
+		wg.Go(func() { reqs[i].Want.Through = f.through(ctx, reqs[i].Conv) })
+	}
+	wg.Wait()
 }
 
 // flushEach is FlushMany without the bulk interfaces.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontext/chatbuf/buffer"
 	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/stream"
 )
 
 // ReasonStoreRejected dead-letters a message whose conversation the store
@@ -48,7 +49,12 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		w.cfg.Hooks.Consumed(len(msgs))
 	}
 	now := w.cfg.Now()
+	var epoch int64
+	if w.cfg.Pending != nil {
+		epoch = w.cfg.Pending.Epoch(ctx)
+	}
 	items := make([]buffer.Item, 0, len(msgs))
+	var ends []bool
 	owners := make([]pending, 0, len(msgs))
 	for _, msg := range msgs {
 		meta, err := msg.Metadata()
@@ -64,8 +70,10 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 			w.deadLetter(ctx, msg, seq, reason, err)
 			continue
 		}
-		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(seq), Record: chat.NewRecord(&m, 0, seq, false, now),
+		end := stream.EndsBatch(msg.Headers())
+		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(seq), Record: chat.NewRecord(&m, epoch, seq, end, now),
 			Redelivered: meta.NumDelivered > 1})
+		ends = append(ends, end)
 		owners = append(owners, pending{msg: msg, seq: seq, tries: meta.NumDelivered})
 	}
 	if len(items) == 0 {
@@ -96,7 +104,7 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		} else {
 			appended++
 		}
-		if r.Len >= int64(w.cfg.BatchSize) {
+		if r.Len >= int64(w.cfg.BatchSize) || (ends[i] && !r.Dup) {
 			full = append(full, items[i].Conv)
 		}
 		// A held message (or a copy of one still held) waits for Release.

@@ -46,6 +46,9 @@ type Config struct {
 	Logger          *slog.Logger
 	Hooks           Hooks
 	OnReady         func() // called once the streams and the consumer are set up
+	// Pending gives records CHAT_IN's epoch; it reads the stream's info
+	// again whenever the worker sets the streams up again. Nil: epoch 0.
+	Pending *stream.Pending
 }
 
 func (c Config) withDefaults() Config {
@@ -224,6 +227,9 @@ func (w *Worker) ensure(ctx context.Context) (jetstream.Consumer, error) {
 		cons, err := stream.Ensure(cctx, w.js, w.cfg.Stream)
 		cancel()
 		if err == nil {
+			if w.cfg.Pending != nil {
+				w.cfg.Pending.Refresh()
+			}
 			return cons, nil
 		}
 		w.hookNATSError(err)
