@@ -231,8 +231,10 @@ func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Wa
 		} else {
 			res.BatchIDs = append(res.BatchIDs, id)
 		}
-		if n < int64(want.Min) {
-			break // what is left would not be claimed: save the round trip
+		if n < int64(want.Min) && want.Reason != chat.TriggerEnd {
+			// What is left would not be claimed: save the round trip. (An
+			// end flush goes on: a record marked End may be further on.)
+			break
 		}
 	}
 	return res, nil

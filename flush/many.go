@@ -177,7 +177,7 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			if f.cfg.Hooks.Batch != nil && !rejected[cidx[k]] {
 				f.cfg.Hooks.Batch(out.Reason, out.messages, d)
 			}
-			if left[k] >= int64(f.cfg.BatchSize) || (reason == chat.TriggerManual && left[k] > 0) {
+			if left[k] >= int64(f.cfg.BatchSize) || (left[k] > 0 && (reason == chat.TriggerManual || reason == chat.TriggerEnd)) {
 				nextHeld = append(nextHeld, q.Conv)
 				nextFences = append(nextFences, q.Fence)
 			}

@@ -91,7 +91,7 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		return
 	}
 	var appended, dups int
-	var full []chat.Conversation // may repeat one: flushes.add takes each once
+	var full, ended []chat.Conversation // may repeat one: flushes.add takes each once
 	for i, r := range res {
 		p, key := owners[i], items[i].Key
 		if r.Err != nil {
@@ -104,7 +104,10 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		} else {
 			appended++
 		}
-		if r.Len >= int64(w.cfg.BatchSize) || (ends[i] && !r.Dup) {
+		switch {
+		case ends[i] && !r.Dup:
+			ended = append(ended, items[i].Conv)
+		case r.Len >= int64(w.cfg.BatchSize):
 			full = append(full, items[i].Conv)
 		}
 		// A held message (or a copy of one still held) waits for Release.
@@ -124,7 +127,10 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		w.cfg.Hooks.Duplicates(dups)
 	}
 	for _, c := range full {
-		w.flushes.add(c)
+		w.flushes.add(c, chat.TriggerSize)
+	}
+	for _, c := range ended {
+		w.flushes.add(c, chat.TriggerEnd)
 	}
 }
 
