@@ -102,22 +102,28 @@ func TestRedisRestart(t *testing.T) {
 		args  []string
 		down  func(*redistest.Server)
 		fault string
+		env   []string // the workers'; with REDIS_FALLBACK=false order must hold too
 	}{
-		{"graceful", nil, (*redistest.Server).Shutdown, "redis SHUTDOWN+restart"},
-		{"kill9-appendfsync-always", []string{"--appendfsync", "always"}, (*redistest.Server).Stop, "redis kill -9+restart (fsync always)"},
+		{"graceful", nil, (*redistest.Server).Shutdown, "redis SHUTDOWN+restart", nil},
+		{"kill9-appendfsync-always", []string{"--appendfsync", "always"}, (*redistest.Server).Stop, "redis kill -9+restart (fsync always)", nil},
+		{"graceful-no-fallback", nil, (*redistest.Server).Shutdown, "redis SHUTDOWN+restart (REDIS_FALLBACK=false)", []string{"REDIS_FALLBACK=false"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			msgs, rate := pick(6000, 30000), pick(600, 1000) // ~10s; ~30s
 			restarts := pick(1, 3)
-			s := newSystemRedisArgs(t, natstest.Binary, tc.args, "LOG_LEVEL=info")
+			s := newSystemRedisArgs(t, natstest.Binary, tc.args, append([]string{"LOG_LEVEL=info"}, tc.env...)...)
 			ws := []*workerProc{s.startWorker(), s.startWorker()}
+			var unordered []string
+			if !slices.Contains(tc.env, "REDIS_FALLBACK=false") {
+				unordered = []string{"--allow-unordered"} // the in-memory fallback keeps no order
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), pick(4*time.Minute, 15*time.Minute))
 			defer cancel()
 
 			start := time.Now()
 			every := time.Duration(float64(msgs)/float64(rate)*float64(time.Second)) / time.Duration(restarts+1)
-			ld := s.startLoad(ctx, "--conversations", "50", "--hostile", "--messages", itoa(msgs), "--rate", itoa(rate),
-				"--verify-timeout", pick("90s", "3m"))
+			ld := s.startLoad(ctx, append([]string{"--conversations", "50", "--hostile", "--messages", itoa(msgs), "--rate", itoa(rate),
+				"--verify-timeout", pick("90s", "3m")}, unordered...)...)
 			for i := range restarts {
 				if !waitOrPublished(ld, time.Until(start.Add(time.Duration(i+1)*every))) {
 					t.Fatalf("the load finished before Redis restart %d", i+1)
@@ -139,8 +145,8 @@ func TestRedisRestart(t *testing.T) {
 			res := ld.wait(t)
 			requireAlive(t, ws)
 			s.checkExactlyOnce(t, res.Report, msgs)
-			t.Logf("%d batches %v, %d redelivered; latency %s; nats-server %s", res.Report.Batches, res.Report.BatchesByReason,
-				res.Report.RedeliveredBatches, res.Report.Latency, res.NATSServer)
+			t.Logf("%d batches %v, %d redelivered, out of order %d; latency %s; nats-server %s", res.Report.Batches, res.Report.BatchesByReason,
+				res.Report.RedeliveredBatches, res.Report.OutOfOrder, res.Report.Latency, res.NATSServer)
 			logRow(t, tc.fault+" x"+itoa(restarts), res.Report)
 			stopAll(t, ws)
 		})
