@@ -391,8 +391,8 @@ func runConformance(t *testing.T, open opener) {
 		w := size
 		w.Through = &buffer.Pos{Epoch: ep, Seq: 1}
 		b, err := s.Claim(ctx, alice, 1, w)
-		if err != nil || b.Token != 0 || !b.Blocked {
-			t.Fatalf("size claim with 2 of 3 records allowed = %+v, %v; want nothing, blocked", b, err)
+		if err != nil || b.Token != 0 || !b.Blocked || !cmp.Equal(b.Beyond, []uint64{2}) {
+			t.Fatalf("size claim with 2 of 3 records allowed = %+v, %v; want nothing, blocked, beyond [2]", b, err)
 		}
 		w.Through = &buffer.Pos{Epoch: ep, Seq: 2}
 		b, err = s.Claim(ctx, alice, 1, w)

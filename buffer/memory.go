@@ -198,7 +198,11 @@ func (m *Memory) Claim(ctx context.Context, c chat.Conversation, fence int64, w 
 		return Batch{}, fmt.Errorf("buffer: claim %s: %w", c, err)
 	}
 	if !ok {
-		return Batch{Blocked: blocked}, nil
+		b := Batch{Blocked: blocked}
+		if blocked {
+			b.Beyond = s.beyond(w)
+		}
+		return b, nil
 	}
 	s.inflight = append([][]byte(nil), s.buffer[:n]...)
 	s.inKeys = append([]string(nil), s.keys[:n]...)
@@ -270,6 +274,30 @@ func (s *memConv) take(w Want) (n int, reason chat.Trigger, ok, blocked bool, er
 		return 0, "", false, stop == "limit" && len(s.buffer) >= w.Min, nil
 	}
 	return n, reason, true, false, nil
+}
+
+// beyond lists Batch.Beyond for a claim blocked at w.Through.
+func (s *memConv) beyond(w Want) []uint64 {
+	var out []uint64
+	at := false
+	for _, raw := range s.buffer[:min(len(s.buffer), w.Max)] {
+		r, err := chat.ParseRecord(raw)
+		if err != nil {
+			return nil
+		}
+		p := Pos{r.Epoch, r.Seq}
+		switch {
+		case at && r.Epoch == w.Through.Epoch:
+			out = append(out, r.Seq)
+		case at:
+			return out
+		case p == *w.Through:
+			at = true
+		case w.Through.Less(p):
+			return nil
+		}
+	}
+	return out
 }
 
 // Commit implements Store.

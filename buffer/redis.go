@@ -560,8 +560,8 @@ func isNoScript(err error) bool {
 // ARGV[13] -> most bytes of the records' costs (0: no ceiling)
 // ARGV[14] -> claim a partial batch when the last append was before this, ms (0: never)
 //
-// Output: {-1} fenced; {0} nothing to claim; {3} nothing claimed because
-// records after the limit would be needed;
+// Output: {-1} fenced; {0} nothing to claim; {3, seqs...} nothing claimed
+// because records after the limit would be needed (seqs: see Batch.Beyond);
 // {1 new | 2 resumed, token, reason, created ms, pos, records...}
 // Time complexity: O(k) for a batch of k messages.
 //
@@ -621,8 +621,23 @@ else
     end
   end
   if not ok then
-    if stop == 'limit' and n >= min then return {3} end
-    return {0}
+    if stop ~= 'limit' or n < min then return {0} end
+    -- Blocked. When the last record allowed is the one at the limit (the
+    -- first message still stored in CHAT_IN is in the buffer: its ack is
+    -- on its way), list the seqs of the records after it, for the flusher
+    -- to look further.
+    local out = {3}
+    if k > 0 then
+      local e, s = string.match(head[k], '^%d+ (%d+) (%d+) ')
+      if tonumber(e) == le and tonumber(s) == ls then
+        for i = k + 1, #head do
+          local e2, s2 = string.match(head[i], '^%d+ (%d+) (%d+) ')
+          if tonumber(e2) ~= le then break end
+          out[#out + 1] = s2
+        end
+      end
+    end
+    return out
   end
   recs = {}
   for i = 1, k do recs[i] = head[i] end
@@ -683,7 +698,16 @@ func claimResult(c chat.Conversation, v []any, err error) (Batch, error) {
 	case 0:
 		return Batch{}, nil
 	case 3:
-		return Batch{Blocked: true}, nil
+		b := Batch{Blocked: true}
+		for _, x := range v[1:] {
+			str, _ := x.(string)
+			seq, err := strconv.ParseUint(str, 10, 64)
+			if err != nil {
+				return Batch{}, fmt.Errorf("buffer: claim %s: unexpected reply %v", c, v)
+			}
+			b.Beyond = append(b.Beyond, seq)
+		}
+		return b, nil
 	case 1, 2:
 		return parseClaim(code == 2, v[1:])
 	default:

@@ -144,6 +144,11 @@ type Batch struct {
 	// Blocked: nothing was claimed although the buffer holds enough, because
 	// records beyond Want.Through would have been needed; try again soon.
 	Blocked bool
+	// Beyond, when Blocked and the record at Want.Through is in the
+	// buffer, lists the seqs of the records after it (same epoch, up to
+	// Max in all): whether they may go too depends on messages between
+	// them still being stored in CHAT_IN.
+	Beyond []uint64
 	After   uint64 // the sink position of the conversation's last committed batch (0: none known)
 }
 

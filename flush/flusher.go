@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/opencontext/chatbuf/buffer"
@@ -68,9 +69,10 @@ type Sink interface {
 // once it is appended, so every message of the conversation before the
 // first one still stored in CHAT_IN is in the buffer or flushed already.
 type Pending interface {
-	// FirstPending returns the lowest CHAT_IN sequence still stored on c's
-	// subject (0: none) and CHAT_IN's epoch (its creation time, unix ms).
-	FirstPending(ctx context.Context, c chat.Conversation) (seq uint64, epoch int64, err error)
+	// FirstPending returns the lowest CHAT_IN sequence from from on still
+	// stored on c's subject (0: none) and CHAT_IN's epoch (its creation
+	// time, unix ms).
+	FirstPending(ctx context.Context, c chat.Conversation, from uint64) (seq uint64, epoch int64, err error)
 }
 
 // Hooks observe the flusher (metrics). Nil fields are skipped.
@@ -246,6 +248,10 @@ func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Wa
 func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64, want buffer.Want) (string, bool, int64, error) {
 	start := time.Now()
 	b, err := f.store.Claim(ctx, c, fence, want)
+	if t := f.further(ctx, c, want.Through, b); err == nil && t != nil {
+		want.Through = t
+		b, err = f.store.Claim(ctx, c, fence, want)
+	}
 	if err != nil {
 		f.hookError("claim", err)
 		return "", false, 0, err
@@ -343,7 +349,7 @@ func (f *Flusher) through(ctx context.Context, c chat.Conversation) *buffer.Pos 
 	if f.cfg.Pending == nil {
 		return nil
 	}
-	seq, epoch, err := f.cfg.Pending.FirstPending(ctx, c)
+	seq, epoch, err := f.cfg.Pending.FirstPending(ctx, c, 1)
 	if err != nil {
 		f.hookError("pending", err)
 		if ctx.Err() == nil {
@@ -355,6 +361,36 @@ func (f *Flusher) through(ctx context.Context, c chat.Conversation) *buffer.Pos 
 		seq = math.MaxUint64
 	}
 	return &buffer.Pos{Epoch: epoch, Seq: seq}
+}
+
+// further looks past a claim that b reports blocked at through: the
+// record at through is in the buffer (its ack not yet processed), so each
+// record after it may go too if no message between it and the one before
+// is still stored in CHAT_IN. The lookups go out at once; it returns the
+// new limit, or nil when nothing more may go.
+func (f *Flusher) further(ctx context.Context, c chat.Conversation, through *buffer.Pos, b buffer.Batch) *buffer.Pos {
+	if f.cfg.Pending == nil || !b.Blocked || len(b.Beyond) == 0 || through == nil {
+		return nil
+	}
+	prev := append([]uint64{through.Seq}, b.Beyond[:len(b.Beyond)-1]...)
+	next := make([]uint64, len(prev))
+	bad := make([]bool, len(prev))
+	var wg sync.WaitGroup
+	for i, p := range prev {
+		wg.Go(func() {
+			seq, epoch, err := f.cfg.Pending.FirstPending(ctx, c, p+1)
+			next[i], bad[i] = seq, err != nil || epoch != through.Epoch
+		})
+	}
+	wg.Wait()
+	var last *buffer.Pos
+	for i, r := range b.Beyond {
+		if bad[i] || (next[i] != 0 && next[i] < r) {
+			break
+		}
+		last = &buffer.Pos{Epoch: through.Epoch, Seq: r}
+	}
+	return last
 }
 
 func (f *Flusher) hookError(stage string, err error) {

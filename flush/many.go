@@ -89,6 +89,10 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			f.hookError("claim", err)
 			return res, busy, errors.Join(append(errs, err)...)
 		}
+		if err := f.claimFurther(ctx, ms, reqs, batches, cerrs); err != nil {
+			f.hookError("claim", err)
+			return res, busy, errors.Join(append(errs, err)...)
+		}
 		var outs []Out
 		var idx []int
 		for i, b := range batches {
@@ -217,6 +221,48 @@ func (f *Flusher) notWaiting(convs []chat.Conversation) []chat.Conversation {
 		return convs
 	}
 	return out
+}
+
+// claimFurther claims again, with a limit further on (see further), the
+// requests whose claim was blocked at a record in the buffer; the lookups
+// of all of them go out at once.
+func (f *Flusher) claimFurther(ctx context.Context, ms buffer.ManyStore, reqs []buffer.ClaimReq, batches []buffer.Batch, cerrs []error) error {
+	var idx []int
+	for i, b := range batches {
+		if cerrs[i] == nil && b.Blocked && len(b.Beyond) > 0 {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return nil
+	}
+	limits := make([]*buffer.Pos, len(idx))
+	var wg sync.WaitGroup
+	for j, i := range idx {
+		wg.Go(func() { limits[j] = f.further(ctx, reqs[i].Conv, reqs[i].Want.Through, batches[i]) })
+	}
+	wg.Wait()
+	var again []buffer.ClaimReq
+	var at []int
+	for j, i := range idx {
+		if limits[j] != nil {
+			q := reqs[i]
+			q.Want.Through = limits[j]
+			again = append(again, q)
+			at = append(at, i)
+		}
+	}
+	if len(again) == 0 {
+		return nil
+	}
+	bs, es, err := ms.ClaimMany(ctx, again)
+	if err != nil {
+		return err
+	}
+	for j, i := range at {
+		batches[i], cerrs[i] = bs[j], es[j]
+	}
+	return nil
 }
 
 // limit sets each request's Through, with the Pending lookups of all

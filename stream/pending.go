@@ -67,12 +67,12 @@ func (p *Pending) stream(ctx context.Context) (jetstream.Stream, int64, error) {
 }
 
 // FirstPending implements flush.Pending.
-func (p *Pending) FirstPending(ctx context.Context, c chat.Conversation) (uint64, int64, error) {
+func (p *Pending) FirstPending(ctx context.Context, c chat.Conversation, from uint64) (uint64, int64, error) {
 	s, epoch, err := p.stream(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	msg, err := s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(p.cfg.In(c)))
+	msg, err := s.GetMsg(ctx, max(from, 1), jetstream.WithGetMsgSubject(p.cfg.In(c)))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return 0, epoch, nil
