@@ -149,7 +149,7 @@ type Batch struct {
 	// Max in all): whether they may go too depends on messages between
 	// them still being stored in CHAT_IN.
 	Beyond []uint64
-	After   uint64 // the sink position of the conversation's last committed batch (0: none known)
+	After  uint64 // the sink position of the conversation's last committed batch (0: none known)
 }
 
 // Store is a set of conversation buffers.
