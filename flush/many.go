@@ -223,6 +223,10 @@ func (f *Flusher) notWaiting(convs []chat.Conversation) []chat.Conversation {
 	return out
 }
 
+// ackSettle is how long a claim blocked at a record in the buffer waits
+// before it looks again: about the time an ack takes to be processed.
+const ackSettle = 3 * time.Millisecond
+
 // claimFurther claims again, with a limit further on (see further), the
 // requests whose claim was blocked at a record in the buffer; the lookups
 // of all of them go out at once.
@@ -233,6 +237,35 @@ func (f *Flusher) claimFurther(ctx context.Context, ms buffer.ManyStore, reqs []
 			idx = append(idx, i)
 		}
 	}
+	if len(idx) == 0 {
+		return nil
+	}
+	// Commonly the record at the limit was just appended and its ack is on
+	// its way: after a moment one lookup each tells more than a lookup per
+	// record would.
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(ackSettle):
+	}
+	sub := make([]buffer.ClaimReq, len(idx))
+	for j, i := range idx {
+		sub[j] = reqs[i]
+	}
+	f.limit(ctx, sub)
+	bs, es, err := ms.ClaimMany(ctx, sub)
+	if err != nil {
+		return err
+	}
+	var still []int
+	for j, i := range idx {
+		reqs[i].Want.Through = sub[j].Want.Through
+		batches[i], cerrs[i] = bs[j], es[j]
+		if es[j] == nil && bs[j].Blocked && len(bs[j].Beyond) > 0 {
+			still = append(still, i)
+		}
+	}
+	idx = still
 	if len(idx) == 0 {
 		return nil
 	}
@@ -255,7 +288,7 @@ func (f *Flusher) claimFurther(ctx context.Context, ms buffer.ManyStore, reqs []
 	if len(again) == 0 {
 		return nil
 	}
-	bs, es, err := ms.ClaimMany(ctx, again)
+	bs, es, err = ms.ClaimMany(ctx, again)
 	if err != nil {
 		return err
 	}
