@@ -69,9 +69,9 @@ func TestClaimWaitsForAnEarlierMessageStillInCHAT_IN(t *testing.T) {
 			}
 
 			pending := stream.NewPending(js, cfg)
-			epoch := pending.Epoch(ctx)
-			if epoch == 0 {
-				t.Fatal("CHAT_IN's epoch unknown")
+			epoch, err := pending.Epoch(ctx)
+			if err != nil || epoch == 0 {
+				t.Fatalf("CHAT_IN's epoch: %d, %v", epoch, err)
 			}
 			store, rsrv := redisStore(t, nil)
 			sink := newSink()

@@ -36,22 +36,23 @@ func NewPending(js jetstream.JetStream, cfg Config) *Pending {
 }
 
 // Epoch returns CHAT_IN's creation time in unix ms, reading the stream's
-// info when it is older than a few seconds; 0 when it cannot be read.
-func (p *Pending) Epoch(ctx context.Context) int64 {
+// info when it is older than a few seconds.
+func (p *Pending) Epoch(ctx context.Context) (int64, error) {
 	_, epoch, err := p.stream(ctx)
-	if err != nil {
-		return 0
-	}
-	return epoch
+	return epoch, err
 }
 
-// Refresh forgets the stream's info, for after the stream was set up again.
+// Refresh makes the next call read the stream's info again, for after the
+// stream was set up again.
 func (p *Pending) Refresh() {
 	p.mu.Lock()
-	p.s, p.at = nil, time.Time{}
+	p.at = time.Time{}
 	p.mu.Unlock()
 }
 
+// stream returns CHAT_IN and its epoch, read again every pendingRefresh.
+// When that read fails, the last answer stands (a stream created again
+// is noticed at the next read that works); with none, it fails.
 func (p *Pending) stream(ctx context.Context) (jetstream.Stream, int64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -60,6 +61,9 @@ func (p *Pending) stream(ctx context.Context) (jetstream.Stream, int64, error) {
 	}
 	s, err := p.js.Stream(ctx, p.cfg.InStream)
 	if err != nil {
+		if p.s != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return p.s, p.epoch, nil
+		}
 		return nil, 0, fmt.Errorf("stream: info of %s: %w", p.cfg.InStream, err)
 	}
 	p.s, p.epoch, p.at = s, s.CachedInfo().Created.UnixMilli(), time.Now()

@@ -315,6 +315,10 @@ func (c *checker) batch(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 		}
 		if last, ok := c.lastSeq[conv]; i == 0 && ok && m.Seq < last {
 			c.rep.OutOfOrder++
+			if len(c.rep.Problems) < maxProblems {
+				c.rep.Problems = append(c.rep.Problems, fmt.Sprintf("out of order: batch %q (%s, %d messages, seqs %d..%d) after seq %d of an earlier batch of %s",
+					b.BatchID, b.Reason, len(b.Messages), m.Seq, b.Messages[len(b.Messages)-1].Seq, last, conv))
+			}
 		}
 		marker := markers[i]
 		s, ok := c.sent[marker]

@@ -51,7 +51,17 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 	now := w.cfg.Now()
 	var epoch int64
 	if w.cfg.Pending != nil {
-		epoch = w.cfg.Pending.Epoch(ctx)
+		var err error
+		if epoch, err = w.cfg.Pending.Epoch(ctx); err != nil {
+			// A record must carry its epoch to take its place in order:
+			// give the messages back for a later try.
+			w.hookNATSError(err)
+			w.log.Warn("worker: CHAT_IN's epoch unknown; messages given back", "messages", len(msgs), "error", err)
+			for _, msg := range msgs {
+				_ = msg.NakWithDelay(time.Second)
+			}
+			return
+		}
 	}
 	items := make([]buffer.Item, 0, len(msgs))
 	var ends []bool

@@ -54,14 +54,15 @@ func (e *env) startWorker(t *testing.T, maxAge time.Duration) (stop func()) {
 	}
 	rdb := e.redis.Client(t)
 	store := buffer.NewRedis(rdb, buffer.Config{})
+	pending := stream.NewPending(js, e.cfg)
 	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg),
-		flush.Config{BatchSize: size, MaxAge: maxAge})
+		flush.Config{BatchSize: size, MaxAge: maxAge, Pending: pending})
 	bufs := worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0, 0)}
 	wjs := js
 	if e.wrap != nil {
 		wjs = e.wrap(js)
 	}
-	w := worker.New(nc, wjs, bufs, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 2, SweepInterval: 100 * time.Millisecond})
+	w := worker.New(nc, wjs, bufs, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 2, SweepInterval: 100 * time.Millisecond, Pending: pending})
 	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -471,6 +472,33 @@ func TestAgeTriggerFlushesPartialBuffers(t *testing.T) {
 	check(t, batches, want)
 	if len(batches) != 1 || batches[0].Reason != chat.TriggerAge {
 		t.Errorf("got %d batches, want one age batch", len(batches))
+	}
+}
+
+// A message published with Chatbuf-End-Batch: true closes its
+// conversation's batch right after it: one end batch with it and the
+// messages before it, without waiting for a full buffer or its age.
+func TestEndHeaderClosesTheBatch(t *testing.T) {
+	e := newEnv(t, natstest.Embedded)
+	e.startWorker(t, time.Hour)
+	c := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
+	want := sent{}
+	for i := range 3 {
+		m := fmt.Sprintf("end-%d", i)
+		want[m] = c
+		msg := nats.NewMsg(e.cfg.In(c))
+		msg.Data = []byte(fmt.Sprintf(`{"role":"user","content":%q}`, m))
+		if i == 2 {
+			msg.Header.Set(stream.HeaderEndBatch, "true")
+		}
+		if _, err := e.js.PublishMsg(context.Background(), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batches := e.batchesHolding(t, 3)
+	check(t, batches, want)
+	if len(batches) != 1 || batches[0].Reason != chat.TriggerEnd {
+		t.Errorf("got %d batches (%v), want one end batch", len(batches), batches)
 	}
 }
 
