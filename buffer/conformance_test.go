@@ -54,6 +54,27 @@ func item(c chat.Conversation, seq uint64, id string, at time.Time) buffer.Item 
 	return buffer.Item{Conv: c, Key: m.DedupeKey(seq, 1), Record: chat.NewRecord(&m, 0, seq, false, at)}
 }
 
+// itemAt makes the message at pos of c, received at at; end marks it
+// Chatbuf-End-Batch.
+func itemAt(c chat.Conversation, p buffer.Pos, end bool, at time.Time) buffer.Item {
+	m := chat.Message{Role: "user", Content: []byte(fmt.Sprintf(`"message %d/%d"`, p.Epoch, p.Seq))}
+	return buffer.Item{Conv: c, Key: fmt.Sprintf("%d:%d", p.Epoch, p.Seq), Record: chat.NewRecord(&m, p.Epoch, p.Seq, end, at)}
+}
+
+// positions returns the Pos of a batch's records.
+func positions(t *testing.T, b buffer.Batch) []buffer.Pos {
+	t.Helper()
+	var out []buffer.Pos
+	for _, raw := range b.Records {
+		r, err := chat.ParseRecord(raw)
+		if err != nil {
+			t.Fatalf("ParseRecord: %v", err)
+		}
+		out = append(out, buffer.Pos{Epoch: r.Epoch, Seq: r.Seq})
+	}
+	return out
+}
+
 // seqs returns the CHAT_IN sequences of a batch's records.
 func seqs(t *testing.T, b buffer.Batch) []uint64 {
 	t.Helper()
@@ -333,6 +354,157 @@ func runConformance(t *testing.T, open opener) {
 			t.Errorf("Oldest of empty store = %v, %v; want none", ok, err)
 		}
 	})
+
+	const ep = 1764151200000 // a CHAT_IN's creation time
+	at := func(seq uint64) buffer.Pos { return buffer.Pos{Epoch: ep, Seq: seq} }
+
+	t.Run("late records take their place in (epoch, seq) order", func(t *testing.T) {
+		s, _ := newStore(t)
+		mustAppend(t, s, itemAt(alice, at(5), false, t0), itemAt(alice, at(9), false, t0))
+		mustAppend(t, s, itemAt(alice, at(7), false, t0))                                  // between
+		mustAppend(t, s, itemAt(alice, at(2), false, t0), itemAt(alice, at(8), false, t0)) // head, then middle
+		mustAppend(t, s, itemAt(alice, buffer.Pos{Epoch: ep - 1, Seq: 40}, false, t0))     // an older CHAT_IN's
+		var many []buffer.Item
+		for seq := uint64(100); seq > 60; seq-- { // a burst in reverse: each walks back further
+			many = append(many, itemAt(alice, at(seq), false, t0))
+		}
+		mustAppend(t, s, many...)
+		b, err := s.Claim(ctx, alice, 1, buffer.Want{Max: 100, Min: 1, Reason: chat.TriggerManual})
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		want := []buffer.Pos{{Epoch: ep - 1, Seq: 40}, at(2), at(5), at(7), at(8), at(9)}
+		for seq := uint64(61); seq <= 100; seq++ {
+			want = append(want, at(seq))
+		}
+		if diff := cmp.Diff(want, positions(t, b)); diff != "" {
+			t.Errorf("claimed (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("a claim takes only records at or before Through", func(t *testing.T) {
+		s, _ := newStore(t)
+		mustAppend(t, s, itemAt(alice, buffer.Pos{Epoch: ep - 1, Seq: 900}, false, t0))
+		for seq := uint64(1); seq <= 6; seq++ {
+			mustAppend(t, s, itemAt(alice, at(seq), false, t0))
+		}
+		w := size
+		w.Through = &buffer.Pos{Epoch: ep, Seq: 1}
+		b, err := s.Claim(ctx, alice, 1, w)
+		if err != nil || b.Token != 0 || !b.Blocked || !cmp.Equal(b.Beyond, []uint64{2}) {
+			t.Fatalf("size claim with 2 of 3 records allowed = %+v, %v; want nothing, blocked, beyond [2]", b, err)
+		}
+		w.Through = &buffer.Pos{Epoch: ep, Seq: 2}
+		b, err = s.Claim(ctx, alice, 1, w)
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		if diff := cmp.Diff([]buffer.Pos{{Epoch: ep - 1, Seq: 900}, at(1), at(2)}, positions(t, b)); diff != "" || b.Reason != chat.TriggerSize {
+			t.Errorf("size claim: reason %q, records (-want +got):\n%s", b.Reason, diff)
+		}
+		commit(t, s, alice, 1, b)
+		manual := buffer.Want{Max: 10, Min: 1, Reason: chat.TriggerManual, Through: &buffer.Pos{Epoch: ep, Seq: 4}}
+		b, err = s.Claim(ctx, alice, 1, manual)
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		if diff := cmp.Diff([]buffer.Pos{at(3), at(4)}, positions(t, b)); diff != "" {
+			t.Errorf("manual claim (-want +got):\n%s", diff)
+		}
+		commit(t, s, alice, 1, b)
+		// A limit in an older CHAT_IN allows none of the current one's.
+		manual.Through = &buffer.Pos{Epoch: ep - 1, Seq: 1 << 40}
+		if b, err := s.Claim(ctx, alice, 1, manual); err != nil || b.Token != 0 {
+			t.Errorf("claim limited to an older CHAT_IN = %+v, %v; want nothing", b, err)
+		}
+	})
+
+	t.Run("a record marked End closes its batch", func(t *testing.T) {
+		s, _ := newStore(t)
+		for seq := uint64(1); seq <= 7; seq++ {
+			mustAppend(t, s, itemAt(alice, at(seq), seq == 2 || seq == 7, t0))
+		}
+		end := buffer.Want{Max: 3, Min: 3, Reason: chat.TriggerEnd}
+		var got [][]buffer.Pos
+		var reasons []chat.Trigger
+		for {
+			b, err := s.Claim(ctx, alice, 1, end)
+			if err != nil {
+				t.Fatalf("Claim: %v", err)
+			}
+			if b.Token == 0 {
+				break
+			}
+			got = append(got, positions(t, b))
+			reasons = append(reasons, b.Reason)
+			commit(t, s, alice, 1, b)
+		}
+		want := [][]buffer.Pos{{at(1), at(2)}, {at(3), at(4), at(5)}, {at(6), at(7)}}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("batches (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]chat.Trigger{chat.TriggerEnd, chat.TriggerSize, chat.TriggerEnd}, reasons); diff != "" {
+			t.Errorf("reasons (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("MaxBytes closes a batch early", func(t *testing.T) {
+		s, _ := newStore(t)
+		var cost []int
+		for seq := uint64(1); seq <= 4; seq++ {
+			it := itemAt(alice, at(seq), false, t0)
+			r, err := chat.ParseRecord(it.Record)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cost = append(cost, r.Cost)
+			mustAppend(t, s, it)
+		}
+		w := buffer.Want{Max: 3, Min: 3, Reason: chat.TriggerSize, MaxBytes: cost[0] + cost[1]}
+		b, err := s.Claim(ctx, alice, 1, w)
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		if diff := cmp.Diff([]buffer.Pos{at(1), at(2)}, positions(t, b)); diff != "" || b.Reason != chat.TriggerBytes {
+			t.Errorf("claim: reason %q, records (-want +got):\n%s", b.Reason, diff)
+		}
+		commit(t, s, alice, 1, b)
+		w.MaxBytes = 1 // below one record: it goes alone
+		b, err = s.Claim(ctx, alice, 1, w)
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		if diff := cmp.Diff([]buffer.Pos{at(3)}, positions(t, b)); diff != "" || b.Reason != chat.TriggerBytes {
+			t.Errorf("claim over the ceiling: reason %q, records (-want +got):\n%s", b.Reason, diff)
+		}
+	})
+
+	t.Run("idle conversations", func(t *testing.T) {
+		clock := clocktest.New(t0)
+		s := open(t, buffer.Config{Now: clock.Now, DedupeWindow: time.Hour, TrackIdle: true})
+		mustAppend(t, s, itemAt(alice, at(1), false, clock.Now()))
+		clock.Advance(time.Minute)
+		mustAppend(t, s, itemAt(alice, at(2), false, clock.Now()), itemAt(bob, at(3), false, clock.Now()))
+		clock.Advance(time.Minute)
+		mustAppend(t, s, itemAt(bob, at(4), false, clock.Now()))
+		got, err := s.Idle(ctx, t0.Add(90*time.Second), 10)
+		if err != nil || !cmp.Equal(got, []chat.Conversation{alice}) {
+			t.Fatalf("Idle = %v, %v; want [alice]", got, err)
+		}
+		idle := buffer.Want{Max: 10, Min: 10, Reason: chat.TriggerIdle, IdleBefore: t0.Add(30 * time.Second)}
+		if b, err := s.Claim(ctx, alice, 1, idle); err != nil || b.Token != 0 {
+			t.Fatalf("idle claim of a conversation appended to since = %+v, %v; want nothing", b, err)
+		}
+		idle.IdleBefore = t0.Add(90 * time.Second)
+		b, err := s.Claim(ctx, alice, 1, idle)
+		if err != nil || b.Reason != chat.TriggerIdle || !cmp.Equal(positions(t, b), []buffer.Pos{at(1), at(2)}) {
+			t.Fatalf("idle claim = %+v, %v; want seqs 1, 2, reason idle", b, err)
+		}
+		commit(t, s, alice, 1, b)
+		if got, err := s.Idle(ctx, clock.Now().Add(time.Second), 10); err != nil || !cmp.Equal(got, []chat.Conversation{bob}) {
+			t.Errorf("Idle after alice's flush = %v, %v; want [bob]", got, err)
+		}
+	})
 }
 
 // On Redis Cluster every script must touch one slot: a one-node cluster
@@ -363,4 +535,12 @@ func TestRedisClusterConformance(t *testing.T) {
 		}
 		return buffer.NewRedis(cc, cfg)
 	})
+}
+
+// commit commits b, failing the test on error.
+func commit(t *testing.T, s buffer.Store, c chat.Conversation, fence int64, b buffer.Batch) {
+	t.Helper()
+	if _, err := s.Commit(context.Background(), c, fence, b.Token, uint64(b.Token)); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
 }

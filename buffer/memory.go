@@ -1,11 +1,13 @@
 package buffer
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/opencontext/chatbuf/chat"
@@ -61,6 +63,7 @@ type memConv struct {
 	seen     map[string]int64 // dedupe key -> first seen, ms
 	dueIdx   int              // index in the due heap, -1 when absent
 	dueScore int64
+	last     int64 // last append, ms
 }
 
 type seenEntry struct {
@@ -136,8 +139,8 @@ func (m *Memory) AppendBatch(ctx context.Context, items []Item) ([]Appended, err
 		}
 		s.seen[it.Key] = now
 		m.seenLog = append(m.seenLog, seenEntry{it.Conv, it.Key, now})
-		s.buffer = append(s.buffer, it.Record)
-		s.keys = append(s.keys, it.Key)
+		s.insert(rec, it.Record, it.Key)
+		s.last = now
 		if s.dueIdx < 0 {
 			s.dueScore = rec.ReceivedMS
 			heap.Push(&m.due, s)
@@ -145,6 +148,22 @@ func (m *Memory) AppendBatch(ctx context.Context, items []Item) ([]Appended, err
 		out[i] = Appended{Len: int64(len(s.buffer)), Held: m.mcfg.Hold}
 	}
 	return out, nil
+}
+
+// insert puts a record at its place: after the last record whose Pos is
+// not after its own (at the tail, commonly).
+func (s *memConv) insert(rec chat.Record, raw []byte, key string) {
+	p := Pos{rec.Epoch, rec.Seq}
+	i := len(s.buffer)
+	for i > 0 {
+		prev, err := chat.ParseRecord(s.buffer[i-1])
+		if err != nil || !p.Less(Pos{prev.Epoch, prev.Seq}) {
+			break
+		}
+		i--
+	}
+	s.buffer = slices.Insert(s.buffer, i, raw)
+	s.keys = slices.Insert(s.keys, i, key)
 }
 
 // expireSeen forgets the dedupe keys seen before horizon (ms), and the
@@ -198,23 +217,22 @@ func (m *Memory) Claim(ctx context.Context, c chat.Conversation, fence int64, w 
 		m.removeDue(s)
 		return Batch{}, nil
 	}
-	if len(s.buffer) < w.Min {
-		if w.Before.IsZero() {
-			return Batch{}, nil
-		}
-		head, err := chat.ParseRecord(s.buffer[0])
-		if err != nil {
-			return Batch{}, fmt.Errorf("buffer: claim %s: %w", c, err)
-		}
-		if head.ReceivedMS >= w.Before.UnixMilli() {
-			return Batch{}, nil
-		}
+	n, reason, ok, blocked, err := s.take(w)
+	if err != nil {
+		return Batch{}, fmt.Errorf("buffer: claim %s: %w", c, err)
 	}
-	n := min(len(s.buffer), w.Max)
+	if !ok {
+		b := Batch{Blocked: blocked}
+		if blocked {
+			b.Beyond = s.beyond(w)
+		}
+		return b, nil
+	}
 	s.inflight = append([][]byte(nil), s.buffer[:n]...)
 	s.inKeys = append([]string(nil), s.keys[:n]...)
 	s.buffer = append(s.buffer[:0:0], s.buffer[n:]...)
 	s.keys = append(s.keys[:0:0], s.keys[n:]...)
+	w.Reason = reason
 	now := m.cfg.Now()
 	s.ctr = nextToken(s.ctr, now)
 	s.batch, s.reason, s.created = s.ctr, w.Reason, now.UnixMilli()
@@ -230,6 +248,80 @@ func (s *memConv) batchOut(resumed bool) Batch {
 		Resumed: resumed,
 		After:   s.pos,
 	}
+}
+
+// take decides a new batch as claimScript does: how many records, under
+// which reason, whether to claim at all, and whether records beyond
+// w.Through held it back.
+func (s *memConv) take(w Want) (n int, reason chat.Trigger, ok, blocked bool, err error) {
+	used := 0
+	var stop string
+	for _, raw := range s.buffer[:min(len(s.buffer), w.Max)] {
+		r, err := chat.ParseRecord(raw)
+		if err != nil {
+			return 0, "", false, false, err
+		}
+		if w.MaxBytes > 0 && n > 0 && used+r.Cost > w.MaxBytes {
+			stop = "bytes"
+			break
+		}
+		if w.Through != nil && w.Through.Less(Pos{r.Epoch, r.Seq}) {
+			stop = "limit"
+			break
+		}
+		n, used = n+1, used+r.Cost
+		if r.End {
+			stop = "end"
+			break
+		}
+	}
+	reason = w.Reason
+	switch {
+	case stop == "end":
+		reason, ok = chat.TriggerEnd, true
+	case stop == "bytes":
+		reason, ok = chat.TriggerBytes, true
+	case n >= w.Min:
+		ok = true
+		if reason == chat.TriggerEnd {
+			reason = chat.TriggerSize
+		}
+	case n > 0:
+		if !w.Before.IsZero() {
+			ok = s.dueScore < w.Before.UnixMilli()
+		}
+		if !ok && !w.IdleBefore.IsZero() && s.last != 0 {
+			ok = s.last < w.IdleBefore.UnixMilli()
+		}
+	}
+	if !ok {
+		return 0, "", false, stop == "limit" && len(s.buffer) >= w.Min, nil
+	}
+	return n, reason, true, false, nil
+}
+
+// beyond lists Batch.Beyond for a claim blocked at w.Through.
+func (s *memConv) beyond(w Want) []uint64 {
+	var out []uint64
+	at := false
+	for _, raw := range s.buffer[:min(len(s.buffer), w.Max)] {
+		r, err := chat.ParseRecord(raw)
+		if err != nil {
+			return nil
+		}
+		p := Pos{r.Epoch, r.Seq}
+		switch {
+		case at && r.Epoch == w.Through.Epoch:
+			out = append(out, r.Seq)
+		case at:
+			return out
+		case p == *w.Through:
+			at = true
+		case w.Through.Less(p):
+			return nil
+		}
+	}
+	return out
 }
 
 // Commit implements Store.
@@ -307,6 +399,29 @@ func (m *Memory) Due(ctx context.Context, before time.Time, limit int) ([]chat.C
 				heap.Push(cand, child)
 			}
 		}
+	}
+	return out, nil
+}
+
+// Idle implements Store: a walk of every conversation, O(n log n).
+func (m *Memory) Idle(ctx context.Context, before time.Time, limit int) ([]chat.Conversation, error) {
+	if err := m.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer m.unlock()
+	cut := before.UnixMilli()
+	var idle []*memConv
+	for _, s := range m.convs {
+		if len(s.buffer) > 0 && s.last < cut {
+			idle = append(idle, s)
+		}
+	}
+	slices.SortFunc(idle, func(a, b *memConv) int {
+		return cmp.Or(cmp.Compare(a.last, b.last), cmp.Compare(a.c.Tag(), b.c.Tag()))
+	})
+	out := make([]chat.Conversation, 0, min(len(idle), limit))
+	for _, s := range idle[:min(len(idle), limit)] {
+		out = append(out, s.c)
 	}
 	return out, nil
 }

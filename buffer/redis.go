@@ -52,6 +52,21 @@ func (r *Redis) dueKey(c chat.Conversation) string {
 	return r.keys.DueSlot(chat.SlotTag(chat.Slot(r.keys.Buffer(c))))
 }
 
+// idleKey is the idle index that holds c.
+func (r *Redis) idleKey(c chat.Conversation) string {
+	if r.cluster == nil {
+		return r.keys.Idle()
+	}
+	return r.keys.IdleSlot(chat.SlotTag(chat.Slot(r.keys.Buffer(c))))
+}
+
+func (r *Redis) idleFlag() int {
+	if r.cfg.TrackIdle {
+		return 1
+	}
+	return 0
+}
+
 // registerEvery is how often a process adds a slot it uses to DueSlots
 // again, in case DueSlots was lost (a failover, say).
 const registerEvery = time.Minute
@@ -86,8 +101,14 @@ func (r *Redis) register(ctx context.Context, items []Item) error {
 
 // dueKeys returns every due index key to read.
 func (r *Redis) dueKeys(ctx context.Context) ([]string, error) {
+	return r.indexKeys(ctx, r.keys.Due(), r.keys.DueSlot)
+}
+
+// indexKeys returns every key of an index kept per slot on a cluster
+// (slotKey of each slot in use) and in one key (single) otherwise.
+func (r *Redis) indexKeys(ctx context.Context, single string, slotKey func(string) string) ([]string, error) {
 	if r.cluster == nil {
-		return []string{r.keys.Due()}, nil
+		return []string{single}, nil
 	}
 	r.slotsMu.Lock()
 	defer r.slotsMu.Unlock()
@@ -100,7 +121,7 @@ func (r *Redis) dueKeys(ctx context.Context) ([]string, error) {
 	}
 	keys := make([]string, len(r.slots))
 	for i, t := range r.slots {
-		keys[i] = r.keys.DueSlot(t)
+		keys[i] = slotKey(t)
 	}
 	return keys, nil
 }
@@ -148,31 +169,68 @@ func (r *Redis) waitReplicas(ctx context.Context, items []Item) error {
 	return nil
 }
 
-// appendScript appends messages of one or more conversations.
+// appendScript appends messages of one or more conversations, each at its
+// place in its buffer: buffers are sorted by (epoch, seq), the record
+// header's second and third fields. A record after the tail (the common
+// case) is pushed at the tail; a late one (an earlier message appended by
+// a slower worker) is inserted after the last record before it, found by
+// walking back from the tail.
 //
 // KEYS[1] -> due index (ZSET: tag -> oldest receive time, ms)
-// KEYS[2c], KEYS[2c+1] -> conversation c's buffer (LIST) and dedupe keys
+// KEYS[2] -> idle index (ZSET: tag -> last append, ms)
+// KEYS[2c+1], KEYS[2c+2] -> conversation c's buffer (LIST) and dedupe keys
 // (ZSET: dedupe key -> first seen, ms), for c = 1..C
 // ARGV[1] -> now, ms
 // ARGV[2] -> dedupe window, ms
 // ARGV[3] -> buffer TTL, ms
-// ARGV[4..] -> per conversation: its tag, its message count k, then k pairs
+// ARGV[4] -> 1: keep the idle index, 0: not
+// ARGV[5..] -> per conversation: its tag, its message count k, then k pairs
 // (dedupe key, record)
 //
 // Output: per conversation {buffer length, then per message 1 (appended) or
 // 0 (duplicate)}, concatenated.
 // Time complexity: O(k log n) per conversation of k messages, n dedupe keys
-// in the window. Dedupe keys older than the window are trimmed on about one
+// in the window, plus the walk back for a late record (O(d) for d records
+// after it). Dedupe keys older than the window are trimmed on about one
 // call in eight (and never counted as seen), which keeps the common path at
-// two commands per message.
+// three commands per message.
 var appendScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
 local horizon = now - tonumber(ARGV[2])
 local trim = now % 8 == 0
+local idle = ARGV[4] == '1'
+local function pos(rec)
+  local e, s = string.match(rec, '^%d+ (%d+) (%d+) ')
+  return tonumber(e), tonumber(s)
+end
+local function put(buf, rec)
+  local tail = redis.pcall('LINDEX', buf, -1)
+  if type(tail) == 'table' and tail.err then return tail end
+  if tail then
+    local e, s = pos(rec)
+    local te, ts = pos(tail)
+    if te > e or (te == e and ts > s) then
+      local hi = redis.call('LLEN', buf) - 1
+      while hi > 0 do
+        local lo = math.max(0, hi - 32)
+        local part = redis.call('LRANGE', buf, lo, hi - 1)
+        for j = #part, 1, -1 do
+          local pe, ps = pos(part[j])
+          if pe < e or (pe == e and ps <= s) then
+            return redis.call('LINSERT', buf, 'AFTER', part[j], rec)
+          end
+        end
+        hi = lo
+      end
+      return redis.call('LPUSH', buf, rec)
+    end
+  end
+  return redis.pcall('RPUSH', buf, rec)
+end
 local out = {}
-local a = 4
-for c = 1, (#KEYS - 1) / 2 do
-  local buf, dd = KEYS[2 * c], KEYS[2 * c + 1]
+local a = 5
+for c = 1, (#KEYS - 2) / 2 do
+  local buf, dd = KEYS[2 * c + 1], KEYS[2 * c + 2]
   local tag, k = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
   local at = #out + 1
@@ -191,7 +249,7 @@ for c = 1, (#KEYS - 1) / 2 do
     end
     if fresh then
       marked[#marked + 1] = {ARGV[i], was}
-      n = redis.pcall('RPUSH', buf, ARGV[i + 1])
+      n = put(buf, ARGV[i + 1])
       if type(n) == 'table' and n.err then
         -- The buffer refuses (a key of the wrong type in its place): the
         -- messages of this call were not appended, so they are not seen.
@@ -219,6 +277,9 @@ for c = 1, (#KEYS - 1) / 2 do
       -- The buffer was empty: it enters the due index. A non-empty buffer
       -- (or one with a batch in flight) is in the index already.
       redis.call('ZADD', KEYS[1], 'NX', string.match(first, '^%d+'), tag)
+    end
+    if idle then
+      redis.call('ZADD', KEYS[2], now, tag)
     end
   end
   redis.call('PEXPIRE', dd, ARGV[2])
@@ -263,6 +324,7 @@ func (r *Redis) AppendBatch(ctx context.Context, items []Item) ([]Appended, erro
 	now := strconv.FormatInt(r.cfg.Now().UnixMilli(), 10)
 	window := strconv.FormatInt(r.cfg.DedupeWindow.Milliseconds(), 10)
 	ttl := strconv.FormatInt(r.cfg.TTL.Milliseconds(), 10)
+	idle := r.idleFlag()
 
 	// Each call is EVALSHA sha numkeys keys... args..., built in one slice.
 	calls := make([][]any, len(chunks))
@@ -271,13 +333,13 @@ func (r *Redis) AppendBatch(ctx context.Context, items []Item) ([]Appended, erro
 		for _, g := range chunk {
 			n += len(g)
 		}
-		call := make([]any, 0, 4+2*len(chunk)+3+2*len(chunk)+2*n)
-		call = append(call, "evalsha", appendScript.Hash(), 1+2*len(chunk), r.dueKey(items[chunk[0][0]].Conv))
+		call := make([]any, 0, 5+2*len(chunk)+4+2*len(chunk)+2*n)
+		call = append(call, "evalsha", appendScript.Hash(), 2+2*len(chunk), r.dueKey(items[chunk[0][0]].Conv), r.idleKey(items[chunk[0][0]].Conv))
 		for _, g := range chunk {
 			c := items[g[0]].Conv
 			call = append(call, r.keys.Buffer(c), r.keys.Dedupe(c))
 		}
-		call = append(call, now, window, ttl)
+		call = append(call, now, window, ttl, idle)
 		for _, g := range chunk {
 			call = append(call, items[g[0]].Conv.Tag(), len(g))
 			for _, i := range g {
@@ -393,11 +455,11 @@ func (r *Redis) appendEach(ctx context.Context, items []Item) ([]Appended, error
 // appendOne appends the items of one conversation in one script call.
 func (r *Redis) appendOne(ctx context.Context, items []Item) ([]Appended, error) {
 	c := items[0].Conv
-	args := []any{r.cfg.Now().UnixMilli(), r.cfg.DedupeWindow.Milliseconds(), r.cfg.TTL.Milliseconds(), c.Tag(), len(items)}
+	args := []any{r.cfg.Now().UnixMilli(), r.cfg.DedupeWindow.Milliseconds(), r.cfg.TTL.Milliseconds(), r.idleFlag(), c.Tag(), len(items)}
 	for _, it := range items {
 		args = append(args, it.Key, it.Record)
 	}
-	vals, err := appendScript.Run(ctx, r.rdb, []string{r.dueKey(c), r.keys.Buffer(c), r.keys.Dedupe(c)}, args...).Int64Slice()
+	vals, err := appendScript.Run(ctx, r.rdb, []string{r.dueKey(c), r.idleKey(c), r.keys.Buffer(c), r.keys.Dedupe(c)}, args...).Int64Slice()
 	out := make([]Appended, len(items))
 	if err != nil {
 		if StoreWide(err) {
@@ -466,28 +528,34 @@ func isNoScript(err error) bool {
 	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "NOSCRIPT")
 }
 
-// claimScript returns the in-flight batch, or claims a new one.
+// claimScript returns the in-flight batch, or claims a new one (see Want).
 //
 // KEYS[1] -> buffer (LIST)
 // KEYS[2] -> in-flight batch (LIST)
 // KEYS[3] -> meta (HASH: fence, ctr, batch, reason, created, pos)
 // KEYS[4] -> due index (ZSET)
+// KEYS[5] -> idle index (ZSET)
 // ARGV[1] -> fence
 // ARGV[2] -> max messages
 // ARGV[3] -> min messages
-// ARGV[4] -> claim a partial buffer whose head was received before this, ms (0: never)
+// ARGV[4] -> claim a partial batch when the oldest message was received before this, ms (0: never)
 // ARGV[5] -> reason
 // ARGV[6] -> now, ms
 // ARGV[7] -> TTL, ms
 // ARGV[8] -> the conversation's tag
 // ARGV[9] -> now, µs: the floor of a new token
+// ARGV[10] -> 1: claim only records at or before (ARGV[11], ARGV[12]); 0: any
+// ARGV[11], ARGV[12] -> that epoch and seq
+// ARGV[13] -> most bytes of the records' costs (0: no ceiling)
+// ARGV[14] -> claim a partial batch when the last append was before this, ms (0: never)
 //
 // The first write (PERSIST of the in-flight list, which never has a TTL)
 // needs no memory: Redis refuses a script for want of memory (maxmemory,
 // noeviction) only at its first write, and a claim must run when Redis is
 // full, since flushing is what frees memory.
 //
-// Output: {-1} fenced; {0} nothing to claim;
+// Output: {-1} fenced; {0} nothing to claim; {3, seqs...} nothing claimed
+// because records after the limit would be needed (seqs: see Batch.Beyond);
 // {1 new | 2 resumed, token, reason, created ms, pos, records...}
 // Time complexity: O(k) for a batch of k messages.
 //
@@ -512,22 +580,68 @@ else
   local n = redis.call('LLEN', KEYS[1])
   if n == 0 then
     redis.call('ZREM', KEYS[4], ARGV[8])
+    redis.call('ZREM', KEYS[5], ARGV[8])
     return {0}
   end
-  if n < tonumber(ARGV[3]) then
-    local before = tonumber(ARGV[4])
-    if before == 0 then return {0} end
-    local head = redis.call('LINDEX', KEYS[1], 0)
-    if tonumber(string.match(head, '^%d+')) >= before then return {0} end
+  local max, min = tonumber(ARGV[2]), tonumber(ARGV[3])
+  local limited = ARGV[10] == '1'
+  local le, ls = tonumber(ARGV[11]), tonumber(ARGV[12])
+  local budget = tonumber(ARGV[13])
+  local head = redis.call('LRANGE', KEYS[1], 0, math.min(n, max) - 1)
+  local k, used, stop = 0, 0, nil
+  for i = 1, #head do
+    local e, s, fin, cost = string.match(head[i], '^%d+ (%d+) (%d+) ([01]) (%d+) ')
+    e, s, cost = tonumber(e), tonumber(s), tonumber(cost)
+    if budget > 0 and k > 0 and used + cost > budget then stop = 'bytes' break end
+    if limited and (e > le or (e == le and s > ls)) then stop = 'limit' break end
+    k, used = k + 1, used + cost
+    if fin == '1' then stop = 'end' break end
   end
-  local k = math.min(n, tonumber(ARGV[2]))
-  recs = redis.call('LRANGE', KEYS[1], 0, k - 1)
+  reason = ARGV[5]
+  local ok = false
+  if stop == 'end' or stop == 'bytes' then
+    reason, ok = stop, true
+  elseif k >= min then
+    ok = true
+    if reason == 'end' then reason = 'size' end
+  elseif k > 0 then
+    local before, quiet = tonumber(ARGV[4]), tonumber(ARGV[14])
+    if before > 0 then
+      local oldest = tonumber(redis.call('ZSCORE', KEYS[4], ARGV[8]) or string.match(head[1], '^%d+'))
+      ok = oldest < before
+    end
+    if not ok and quiet > 0 then
+      local last = redis.call('ZSCORE', KEYS[5], ARGV[8])
+      ok = last ~= false and tonumber(last) < quiet
+    end
+  end
+  if not ok then
+    if stop ~= 'limit' or n < min then return {0} end
+    -- Blocked. When the last record allowed is the one at the limit (the
+    -- first message still stored in CHAT_IN is in the buffer: its ack is
+    -- on its way), list the seqs of the records after it, for the flusher
+    -- to look further.
+    local out = {3}
+    if k > 0 then
+      local e, s = string.match(head[k], '^%d+ (%d+) (%d+) ')
+      if tonumber(e) == le and tonumber(s) == ls then
+        for i = k + 1, #head do
+          local e2, s2 = string.match(head[i], '^%d+ (%d+) (%d+) ')
+          if tonumber(e2) ~= le then break end
+          out[#out + 1] = s2
+        end
+      end
+    end
+    return out
+  end
+  recs = {}
+  for i = 1, k do recs[i] = head[i] end
   redis.call('LTRIM', KEYS[1], k, -1)
   for i = 1, k, 1000 do
     redis.call('RPUSH', KEYS[2], unpack(recs, i, math.min(i + 999, k)))
   end
   token = string.format('%d', math.max(tonumber(m[3] or '0') + 1, tonumber(ARGV[9])))
-  code, reason, created = 1, ARGV[5], ARGV[6]
+  code, created = 1, ARGV[6]
   redis.call('HSET', KEYS[3], 'ctr', token, 'batch', token, 'reason', reason, 'created', created)
   redis.call('PERSIST', KEYS[3])
 end
@@ -552,8 +666,17 @@ func (r *Redis) claimArgs(c chat.Conversation, fence int64, w Want) ([]string, [
 	if !w.Before.IsZero() {
 		before = w.Before.UnixMilli()
 	}
-	return []string{r.keys.Buffer(c), r.keys.Inflight(c), r.keys.Meta(c), r.dueKey(c)},
-		[]any{fence, w.Max, w.Min, before, string(w.Reason), now.UnixMilli(), r.cfg.TTL.Milliseconds(), c.Tag(), now.UnixMicro()}
+	limited, le, ls := 0, "0", "0"
+	if w.Through != nil {
+		limited, le, ls = 1, strconv.FormatInt(w.Through.Epoch, 10), strconv.FormatUint(w.Through.Seq, 10)
+	}
+	var quiet int64
+	if !w.IdleBefore.IsZero() {
+		quiet = w.IdleBefore.UnixMilli()
+	}
+	return []string{r.keys.Buffer(c), r.keys.Inflight(c), r.keys.Meta(c), r.dueKey(c), r.idleKey(c)},
+		[]any{fence, w.Max, w.Min, before, string(w.Reason), now.UnixMilli(), r.cfg.TTL.Milliseconds(), c.Tag(), now.UnixMicro(),
+			limited, le, ls, max(w.MaxBytes, 0), quiet}
 }
 
 func claimResult(c chat.Conversation, v []any, err error) (Batch, error) {
@@ -569,6 +692,17 @@ func claimResult(c chat.Conversation, v []any, err error) (Batch, error) {
 		return Batch{}, ErrFenced
 	case 0:
 		return Batch{}, nil
+	case 3:
+		b := Batch{Blocked: true}
+		for _, x := range v[1:] {
+			str, _ := x.(string)
+			seq, err := strconv.ParseUint(str, 10, 64)
+			if err != nil {
+				return Batch{}, fmt.Errorf("buffer: claim %s: unexpected reply %v", c, v)
+			}
+			b.Beyond = append(b.Beyond, seq)
+		}
+		return b, nil
 	case 1, 2:
 		return parseClaim(code == 2, v[1:])
 	default:
@@ -648,6 +782,7 @@ func parseClaim(resumed bool, v []any) (Batch, error) {
 // KEYS[2] -> meta (HASH)
 // KEYS[3] -> buffer (LIST)
 // KEYS[4] -> due index (ZSET)
+// KEYS[5] -> idle index (ZSET)
 // ARGV[1] -> fence
 // ARGV[2] -> token
 // ARGV[3] -> sink position of the batch
@@ -667,6 +802,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[5])
 local n = redis.call('LLEN', KEYS[3])
 if n == 0 then
   redis.call('ZREM', KEYS[4], ARGV[4])
+  redis.call('ZREM', KEYS[5], ARGV[4])
 else
   redis.call('ZADD', KEYS[4], string.match(redis.call('LINDEX', KEYS[3], 0), '^%d+'), ARGV[4])
 end
@@ -681,7 +817,7 @@ func (r *Redis) Commit(ctx context.Context, c chat.Conversation, fence, token in
 }
 
 func (r *Redis) commitArgs(q CommitReq) ([]string, []any) {
-	return []string{r.keys.Inflight(q.Conv), r.keys.Meta(q.Conv), r.keys.Buffer(q.Conv), r.dueKey(q.Conv)},
+	return []string{r.keys.Inflight(q.Conv), r.keys.Meta(q.Conv), r.keys.Buffer(q.Conv), r.dueKey(q.Conv), r.idleKey(q.Conv)},
 		[]any{q.Fence, q.Token, strconv.FormatUint(q.Pos, 10), q.Conv.Tag(), r.cfg.TTL.Milliseconds()}
 }
 
@@ -791,6 +927,21 @@ func (r *Redis) Due(ctx context.Context, before time.Time, limit int) ([]chat.Co
 	if err != nil {
 		return nil, err
 	}
+	return r.byScore(ctx, "due", keys, before, limit)
+}
+
+// Idle implements Store, as Due on the idle index.
+func (r *Redis) Idle(ctx context.Context, before time.Time, limit int) ([]chat.Conversation, error) {
+	keys, err := r.indexKeys(ctx, r.keys.Idle(), r.keys.IdleSlot)
+	if err != nil {
+		return nil, err
+	}
+	return r.byScore(ctx, "idle", keys, before, limit)
+}
+
+// byScore returns up to limit members scored below before in the index
+// keys, lowest first.
+func (r *Redis) byScore(ctx context.Context, index string, keys []string, before time.Time, limit int) ([]chat.Conversation, error) {
 	pipe := r.rdb.Pipeline()
 	cmds := make([]*redis.ZSliceCmd, len(keys))
 	for i, k := range keys {
@@ -803,7 +954,7 @@ func (r *Redis) Due(ctx context.Context, before time.Time, limit int) ([]chat.Co
 		})
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("buffer: due: %w", err)
+		return nil, fmt.Errorf("buffer: %s: %w", index, err)
 	}
 	var zs []redis.Z
 	for _, c := range cmds {
@@ -823,7 +974,7 @@ func (r *Redis) Due(ctx context.Context, before time.Time, limit int) ([]chat.Co
 		tag, _ := z.Member.(string)
 		c, err := chat.ParseTag(tag)
 		if err != nil {
-			return nil, fmt.Errorf("buffer: due index holds %q: %w", tag, err)
+			return nil, fmt.Errorf("buffer: %s index holds %q: %w", index, tag, err)
 		}
 		out = append(out, c)
 	}

@@ -55,6 +55,9 @@ type Config struct {
 	// it reports success, so that a failover cannot lose acked messages.
 	WaitReplicas int
 	WaitTimeout  time.Duration // how long to wait for them (1s when zero)
+	// TrackIdle keeps each buffered conversation's last append time, for
+	// Idle and Want.IdleBefore (CHAT_FLUSH_IDLE).
+	TrackIdle bool
 }
 
 func (c Config) withDefaults() Config {
@@ -77,7 +80,7 @@ func (c Config) withDefaults() Config {
 type Item struct {
 	Conv   chat.Conversation
 	Key    string // dedupe key (chat.Message.DedupeKey)
-	Record []byte // chat record (chat.NewRecord); its header holds the receive time
+	Record []byte // chat record (chat.NewRecord); its header holds the receive time and Pos
 	// Redelivered: delivered before, so an earlier attempt may have put it
 	// into a store that this process cannot see (the fallback uses it).
 	Redelivered bool
@@ -91,12 +94,44 @@ type Appended struct {
 	Held bool  // stored in process memory only: do not ack until released (see Memory)
 }
 
-// Want says what a Claim may take.
+// Pos is a message's place in CHAT_IN: the stream's creation time (unix ms;
+// 0 when unknown) and the message's stream sequence. A buffer keeps its
+// records sorted by Pos.
+type Pos struct {
+	Epoch int64
+	Seq   uint64
+}
+
+// Less reports whether p comes before q.
+func (p Pos) Less(q Pos) bool {
+	return p.Epoch < q.Epoch || (p.Epoch == q.Epoch && p.Seq < q.Seq)
+}
+
+// Want says what a Claim may take. A new batch is the buffer's longest
+// prefix that respects Max, Through and MaxBytes and ends at the first
+// record marked End; it is claimed when
+//   - it ends at a record marked End (reason end), or
+//   - the next record would not fit MaxBytes (reason bytes), or
+//   - it holds at least Min records (Reason; a full batch asked for by the
+//     end trigger is a size batch), or
+//   - the buffer's oldest message was received before Before, or its last
+//     append was before IdleBefore (Reason).
 type Want struct {
 	Max    int          // at most this many messages (> 0)
-	Min    int          // claim only if the buffer holds at least Min...
-	Before time.Time    // ...or its oldest message was received before Before (zero: no age rule)
+	Min    int          // claim only if at least Min records may be claimed...
+	Before time.Time    // ...or the oldest message was received before Before (zero: no age rule)
 	Reason chat.Trigger // recorded with a new batch
+	// Through, when set, bounds a new batch to records at or before it:
+	// later ones may still have an earlier message of their conversation
+	// on its way into the buffer.
+	Through *Pos
+	// MaxBytes, when > 0, bounds the sum of the records' Cost (the batch's
+	// JSON without its fixed part); a batch holds at least one record.
+	MaxBytes int
+	// IdleBefore: claim what may be claimed when the conversation's last
+	// append was before this (zero: no idle rule). The store tracks last
+	// appends only when Config.TrackIdle is set.
+	IdleBefore time.Time
 }
 
 // Batch is a claimed batch.
@@ -106,7 +141,15 @@ type Batch struct {
 	Created time.Time    // when the batch was first claimed
 	Records [][]byte     // chat records, in buffer order
 	Resumed bool         // this batch was claimed before by a flusher that did not commit
-	After   uint64       // the sink position of the conversation's last committed batch (0: none known)
+	// Blocked: nothing was claimed although the buffer holds enough, because
+	// records beyond Want.Through would have been needed; try again soon.
+	Blocked bool
+	// Beyond, when Blocked and the record at Want.Through is in the
+	// buffer, lists the seqs of the records after it (same epoch, up to
+	// Max in all): whether they may go too depends on messages between
+	// them still being stored in CHAT_IN.
+	Beyond []uint64
+	After  uint64 // the sink position of the conversation's last committed batch (0: none known)
 }
 
 // Store is a set of conversation buffers.
@@ -145,6 +188,9 @@ type Store interface {
 	// Due returns up to limit conversations whose oldest buffered or
 	// in-flight message was received before t, oldest first.
 	Due(ctx context.Context, before time.Time, limit int) ([]chat.Conversation, error)
+	// Idle returns up to limit conversations with buffered messages whose
+	// last append was before t, longest idle first (Config.TrackIdle).
+	Idle(ctx context.Context, before time.Time, limit int) ([]chat.Conversation, error)
 	// Oldest returns the receive time of the oldest buffered or in-flight
 	// message of all conversations; ok is false when all buffers are empty.
 	Oldest(ctx context.Context) (t time.Time, ok bool, err error)

@@ -57,3 +57,11 @@ func (k Keys) DueSlot(slotTag string) string { return k.prefix + "chat:due:{" + 
 // DueSlots lists the slot tags whose DueSlot index has been used (SET, at
 // most 16384 members).
 func (k Keys) DueSlots() string { return k.prefix + "chat:due:slots" }
+
+// Idle is the idle index: conversations with buffered messages, scored by
+// the time of their last append, in milliseconds (ZSET). Kept only when
+// CHAT_FLUSH_IDLE is set.
+func (k Keys) Idle() string { return k.prefix + "chat:idle" }
+
+// IdleSlot is the idle index of one Redis Cluster slot (see DueSlot).
+func (k Keys) IdleSlot(slotTag string) string { return k.prefix + "chat:idle:{" + slotTag + "}" }

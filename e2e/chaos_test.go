@@ -54,39 +54,47 @@ func waitOrPublished(l *runningLoad, d time.Duration) bool {
 // TestCrashKill9: three worker processes; while the load publishes, a
 // random worker is killed with SIGKILL every ~2s (at a random instant: mid
 // append, mid flush, between publish and commit...) and a replacement
-// started. Every accepted message must be in exactly one batch.
+// started. Every accepted message must be in exactly one batch, and every
+// conversation's batches in CHAT_IN order; on both nats-servers.
 func TestCrashKill9(t *testing.T) {
-	msgs, rate := pick(8000, 30000), pick(800, 1000) // ~10s; ~30s
-	s := newSystem(t, natstest.Binary, "LOG_LEVEL=info")
-	ws := []*workerProc{s.startWorker(), s.startWorker(), s.startWorker()}
-	ctx, cancel := context.WithTimeout(context.Background(), pick(4*time.Minute, 15*time.Minute))
-	defer cancel()
-	rng := newRand(t)
+	for _, tc := range []struct {
+		name string
+		nats func(testing.TB) *natstest.Server
+	}{{"nats-binary", natstest.Binary}, {"nats-embedded", natstest.Embedded}} {
+		t.Run(tc.name, func(t *testing.T) {
+			msgs, rate := pick(8000, 30000), pick(800, 1000) // ~10s; ~30s
+			s := newSystem(t, tc.nats, "LOG_LEVEL=info")
+			ws := []*workerProc{s.startWorker(), s.startWorker(), s.startWorker()}
+			ctx, cancel := context.WithTimeout(context.Background(), pick(4*time.Minute, 15*time.Minute))
+			defer cancel()
+			rng := newRand(t)
 
-	start := time.Now()
-	ld := s.startLoad(ctx, "--conversations", "50", "--hostile", "--messages", itoa(msgs), "--rate", itoa(rate),
-		"--verify-timeout", pick("90s", "3m"))
-	kills := 0
-	for waitOrPublished(ld, jitter(rng, 2*time.Second, 500*time.Millisecond)) {
-		requireAlive(t, ws)
-		i := rng.IntN(len(ws))
-		victim := ws[i]
-		victim.kill()
-		kills++
-		ws[i] = s.startWorker()
-		t.Logf("%5.1fs: kill -9 worker %d; replacement %d ready", time.Since(start).Seconds(), victim.pid(), ws[i].pid())
+			start := time.Now()
+			ld := s.startLoad(ctx, "--conversations", "50", "--hostile", "--messages", itoa(msgs), "--rate", itoa(rate),
+				"--verify-timeout", pick("90s", "3m"))
+			kills := 0
+			for waitOrPublished(ld, jitter(rng, 2*time.Second, 500*time.Millisecond)) {
+				requireAlive(t, ws)
+				i := rng.IntN(len(ws))
+				victim := ws[i]
+				victim.kill()
+				kills++
+				ws[i] = s.startWorker()
+				t.Logf("%5.1fs: kill -9 worker %d; replacement %d ready", time.Since(start).Seconds(), victim.pid(), ws[i].pid())
+			}
+			res := ld.wait(t)
+			requireAlive(t, ws)
+			if kills == 0 {
+				t.Errorf("the load finished before any worker was killed: the test proved nothing")
+			}
+			s.checkExactlyOnce(t, res.Report, msgs)
+			t.Logf("%d kills in %.1fs of publishing; %d batches %v, %d redelivered, out of order %d; latency %s; nats-server %s",
+				kills, time.Since(start).Seconds(), res.Report.Batches, res.Report.BatchesByReason, res.Report.RedeliveredBatches,
+				res.Report.OutOfOrder, res.Report.Latency, res.NATSServer)
+			logRow(t, "kill -9 worker x"+itoa(kills), res.Report)
+			stopAll(t, ws)
+		})
 	}
-	res := ld.wait(t)
-	requireAlive(t, ws)
-	if kills == 0 {
-		t.Errorf("the load finished before any worker was killed: the test proved nothing")
-	}
-	s.checkExactlyOnce(t, res.Report, msgs)
-	t.Logf("%d kills in %.1fs of publishing; %d batches %v, %d redelivered, out of order %d; latency %s; nats-server %s",
-		kills, time.Since(start).Seconds(), res.Report.Batches, res.Report.BatchesByReason, res.Report.RedeliveredBatches,
-		res.Report.OutOfOrder, res.Report.Latency, res.NATSServer)
-	logRow(t, "kill -9 worker x"+itoa(kills), res.Report)
-	stopAll(t, ws)
 }
 
 // TestRedisRestart: Redis goes away mid-load and comes back with its data;
@@ -102,22 +110,28 @@ func TestRedisRestart(t *testing.T) {
 		args  []string
 		down  func(*redistest.Server)
 		fault string
+		env   []string // the workers'; with REDIS_FALLBACK=false order must hold too
 	}{
-		{"graceful", nil, (*redistest.Server).Shutdown, "redis SHUTDOWN+restart"},
-		{"kill9-appendfsync-always", []string{"--appendfsync", "always"}, (*redistest.Server).Stop, "redis kill -9+restart (fsync always)"},
+		{"graceful", nil, (*redistest.Server).Shutdown, "redis SHUTDOWN+restart", nil},
+		{"kill9-appendfsync-always", []string{"--appendfsync", "always"}, (*redistest.Server).Stop, "redis kill -9+restart (fsync always)", nil},
+		{"graceful-no-fallback", nil, (*redistest.Server).Shutdown, "redis SHUTDOWN+restart (REDIS_FALLBACK=false)", []string{"REDIS_FALLBACK=false"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			msgs, rate := pick(6000, 30000), pick(600, 1000) // ~10s; ~30s
 			restarts := pick(1, 3)
-			s := newSystemRedisArgs(t, natstest.Binary, tc.args, "LOG_LEVEL=info")
+			s := newSystemRedisArgs(t, natstest.Binary, tc.args, append([]string{"LOG_LEVEL=info"}, tc.env...)...)
 			ws := []*workerProc{s.startWorker(), s.startWorker()}
+			var unordered []string
+			if !slices.Contains(tc.env, "REDIS_FALLBACK=false") {
+				unordered = []string{"--allow-unordered"} // the in-memory fallback keeps no order
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), pick(4*time.Minute, 15*time.Minute))
 			defer cancel()
 
 			start := time.Now()
 			every := time.Duration(float64(msgs)/float64(rate)*float64(time.Second)) / time.Duration(restarts+1)
-			ld := s.startLoad(ctx, "--conversations", "50", "--hostile", "--messages", itoa(msgs), "--rate", itoa(rate),
-				"--verify-timeout", pick("90s", "3m"))
+			ld := s.startLoad(ctx, append([]string{"--conversations", "50", "--hostile", "--messages", itoa(msgs), "--rate", itoa(rate),
+				"--verify-timeout", pick("90s", "3m")}, unordered...)...)
 			for i := range restarts {
 				if !waitOrPublished(ld, time.Until(start.Add(time.Duration(i+1)*every))) {
 					t.Fatalf("the load finished before Redis restart %d", i+1)
@@ -139,8 +153,8 @@ func TestRedisRestart(t *testing.T) {
 			res := ld.wait(t)
 			requireAlive(t, ws)
 			s.checkExactlyOnce(t, res.Report, msgs)
-			t.Logf("%d batches %v, %d redelivered; latency %s; nats-server %s", res.Report.Batches, res.Report.BatchesByReason,
-				res.Report.RedeliveredBatches, res.Report.Latency, res.NATSServer)
+			t.Logf("%d batches %v, %d redelivered, out of order %d; latency %s; nats-server %s", res.Report.Batches, res.Report.BatchesByReason,
+				res.Report.RedeliveredBatches, res.Report.OutOfOrder, res.Report.Latency, res.NATSServer)
 			logRow(t, tc.fault+" x"+itoa(restarts), res.Report)
 			stopAll(t, ws)
 		})

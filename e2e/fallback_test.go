@@ -27,7 +27,7 @@ func TestRedisOutageWithFallback(t *testing.T) {
 	defer cancel()
 	results := make(chan loadResult, 1)
 	go func() {
-		results <- s.load(ctx, "--conversations", "200", "--messages", messages, "--rate", rate, "--verify-timeout", "3m")
+		results <- s.load(ctx, "--conversations", "200", "--messages", messages, "--rate", rate, "--verify-timeout", "3m", "--allow-unordered")
 	}()
 
 	time.Sleep(2 * time.Second)

@@ -201,7 +201,8 @@ func requireExactlyOnce(t *testing.T, r *verify.Report, published int) {
 	t.Helper()
 	if r.Published != published || r.Delivered != published || r.Lost != 0 || r.Duplicated != 0 ||
 		r.Misplaced != 0 || r.Malformed != 0 || r.Unexpected != 0 || r.DeadLettered != 0 || !r.OK() {
-		t.Errorf("report: published %d (want %d), delivered %d, lost %d, duplicated %d, misplaced %d, malformed %d, unexpected %d, dead %d; problems: %v; lost sample: %v",
-			r.Published, published, r.Delivered, r.Lost, r.Duplicated, r.Misplaced, r.Malformed, r.Unexpected, r.DeadLettered, r.Problems, r.LostSample)
+		t.Errorf("report: published %d (want %d), delivered %d, lost %d, duplicated %d, misplaced %d, malformed %d, unexpected %d, dead %d, out of order %d across batches and %d within (allowed: %v); problems: %v; lost sample: %v",
+			r.Published, published, r.Delivered, r.Lost, r.Duplicated, r.Misplaced, r.Malformed, r.Unexpected, r.DeadLettered,
+			r.OutOfOrder, r.UnorderedInBatch, r.AllowUnordered, r.Problems, r.LostSample)
 	}
 }

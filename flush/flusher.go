@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/opencontext/chatbuf/buffer"
@@ -63,6 +64,17 @@ type Sink interface {
 	Publish(ctx context.Context, b Out) (pos uint64, err error)
 }
 
+// Pending tells which messages of a conversation may still be on their way
+// into its buffer. CHAT_IN is a work queue and workers ack a message only
+// once it is appended, so every message of the conversation before the
+// first one still stored in CHAT_IN is in the buffer or flushed already.
+type Pending interface {
+	// FirstPending returns the lowest CHAT_IN sequence from from on still
+	// stored on c's subject (0: none) and CHAT_IN's epoch (its creation
+	// time, unix ms).
+	FirstPending(ctx context.Context, c chat.Conversation, from uint64) (seq uint64, epoch int64, err error)
+}
+
 // Hooks observe the flusher (metrics). Nil fields are skipped.
 type Hooks struct {
 	Batch func(reason chat.Trigger, messages int, d time.Duration)
@@ -80,8 +92,16 @@ type Config struct {
 	MaxAge     time.Duration // CHAT_FLUSH_MAX_AGE: a buffer older than this is flushed
 	LockExpiry time.Duration // the Locker's expiry; the lock is extended every third of it
 	// MaxBatchBytes (CHAT_BATCH_MAX_BYTES) is the ceiling of a batch's JSON;
-	// 0: none.
+	// 0: none. A batch closed by it has reason bytes.
 	MaxBatchBytes int
+	// Idle (CHAT_FLUSH_IDLE), when > 0: a conversation without an append
+	// for this long is flushed (reason idle); the store must track idle
+	// conversations (buffer.Config.TrackIdle).
+	Idle time.Duration
+	// Pending, when set, keeps each conversation's batches in CHAT_IN
+	// order across workers: a new batch takes only messages no earlier
+	// one of which may still be on its way into the buffer.
+	Pending Pending
 	// RejectAfter is how long the sink may refuse a batch before it goes to
 	// Rejecter whole (DefaultRejectAfter when zero). It counts from the
 	// batch's first refusal, recorded in the store.
@@ -165,13 +185,13 @@ type Result struct {
 // Flush returns ErrBackoff (except for a manual flush); once it has been refused for RejectAfter it goes
 // to the Rejecter and is committed.
 func (f *Flusher) Flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) (Result, error) {
-	return f.flush(ctx, c, f.want(reason))
+	return f.flush(ctx, c, f.want(c, reason))
 }
 
 // Finish publishes c's in-flight batch, if a flusher left one, and claims
 // nothing new.
 func (f *Flusher) Finish(ctx context.Context, c chat.Conversation) (Result, error) {
-	return f.flush(ctx, c, buffer.Want{Max: f.cfg.BatchSize, Min: math.MaxInt, Reason: chat.TriggerManual})
+	return f.flush(ctx, c, buffer.Want{Max: f.cfg.BatchSize, Min: math.MaxInt, Reason: chat.TriggerManual, Through: &buffer.Pos{}})
 }
 
 func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Want) (Result, error) {
@@ -195,6 +215,9 @@ func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Wa
 	}()
 
 	for held.Err() == nil {
+		if want.Through == nil || *want.Through != (buffer.Pos{}) {
+			want.Through = f.through(held, c)
+		}
 		id, rejected, n, err := f.flushOne(held, c, lock.Fence(), want)
 		if err != nil {
 			if cause := context.Cause(held); errors.Is(cause, locking.ErrLost) {
@@ -210,8 +233,10 @@ func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Wa
 		} else {
 			res.BatchIDs = append(res.BatchIDs, id)
 		}
-		if n < int64(want.Min) {
-			break // what is left would not be claimed: save the round trip
+		if n < int64(want.Min) && want.Reason != chat.TriggerEnd {
+			// What is left would not be claimed: save the round trip. (An
+			// end flush goes on: a record marked End may be further on.)
+			break
 		}
 	}
 	return res, nil
@@ -223,6 +248,10 @@ func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Wa
 func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64, want buffer.Want) (string, bool, int64, error) {
 	start := time.Now()
 	b, err := f.store.Claim(ctx, c, fence, want)
+	if t := f.further(ctx, c, want.Through, b); err == nil && t != nil {
+		want.Through = t
+		b, err = f.store.Claim(ctx, c, fence, want)
+	}
 	if err != nil {
 		f.hookError("claim", err)
 		return "", false, 0, err
@@ -297,15 +326,71 @@ func (f *Flusher) publish(ctx context.Context, pub func(context.Context, Out) (u
 	return 0, fmt.Errorf("flush: %s: %w", out.ID, ErrStale)
 }
 
-func (f *Flusher) want(reason chat.Trigger) buffer.Want {
+func (f *Flusher) want(c chat.Conversation, reason chat.Trigger) buffer.Want {
 	w := buffer.Want{Max: f.cfg.BatchSize, Min: f.cfg.BatchSize, Reason: reason}
 	switch reason {
 	case chat.TriggerAge:
 		w.Before = f.cfg.Now().Add(-f.cfg.MaxAge)
+	case chat.TriggerIdle:
+		w.IdleBefore = f.cfg.Now().Add(-f.cfg.Idle)
 	case chat.TriggerManual:
 		w.Min = 1
 	}
+	if f.cfg.MaxBatchBytes > 0 {
+		w.MaxBytes = max(f.cfg.MaxBatchBytes-chat.BatchOverhead(c), 1)
+	}
 	return w
+}
+
+// through is the limit of a new batch of c (nil: none): every message at
+// or before it is in the buffer or flushed. Without an answer from
+// Pending, no new batch is claimed (an in-flight one is still published).
+func (f *Flusher) through(ctx context.Context, c chat.Conversation) *buffer.Pos {
+	if f.cfg.Pending == nil {
+		return nil
+	}
+	seq, epoch, err := f.cfg.Pending.FirstPending(ctx, c, 1)
+	if err != nil {
+		f.hookError("pending", err)
+		if ctx.Err() == nil {
+			f.cfg.Logger.Warn("flush: cannot tell which messages are still on their way; claiming no new batch", logConv(c, slog.Any("error", err))...)
+		}
+		return &buffer.Pos{}
+	}
+	if seq == 0 {
+		seq = math.MaxUint64
+	}
+	return &buffer.Pos{Epoch: epoch, Seq: seq}
+}
+
+// further looks past a claim that b reports blocked at through: the
+// record at through is in the buffer (its ack not yet processed), so each
+// record after it may go too if no message between it and the one before
+// is still stored in CHAT_IN. The lookups go out at once; it returns the
+// new limit, or nil when nothing more may go.
+func (f *Flusher) further(ctx context.Context, c chat.Conversation, through *buffer.Pos, b buffer.Batch) *buffer.Pos {
+	if f.cfg.Pending == nil || !b.Blocked || len(b.Beyond) == 0 || through == nil {
+		return nil
+	}
+	prev := append([]uint64{through.Seq}, b.Beyond[:len(b.Beyond)-1]...)
+	next := make([]uint64, len(prev))
+	bad := make([]bool, len(prev))
+	var wg sync.WaitGroup
+	for i, p := range prev {
+		wg.Go(func() {
+			seq, epoch, err := f.cfg.Pending.FirstPending(ctx, c, p+1)
+			next[i], bad[i] = seq, err != nil || epoch != through.Epoch
+		})
+	}
+	wg.Wait()
+	var last *buffer.Pos
+	for i, r := range b.Beyond {
+		if bad[i] || (next[i] != 0 && next[i] < r) {
+			break
+		}
+		last = &buffer.Pos{Epoch: through.Epoch, Seq: r}
+	}
+	return last
 }
 
 func (f *Flusher) hookError(stage string, err error) {

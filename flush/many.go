@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/opencontext/chatbuf/buffer"
@@ -76,15 +77,19 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 	defer cancel()
 
 	var errs []error
-	want := f.want(reason)
 	for round := 0; len(held) > 0 && round < maxRounds && ctx.Err() == nil; round++ {
 		start := time.Now()
 		reqs := make([]buffer.ClaimReq, len(held))
 		for i, c := range held {
-			reqs[i] = buffer.ClaimReq{Conv: c, Fence: fences[i], Want: want}
+			reqs[i] = buffer.ClaimReq{Conv: c, Fence: fences[i], Want: f.want(c, reason)}
 		}
+		f.limit(ctx, reqs)
 		batches, cerrs, err := ms.ClaimMany(ctx, reqs)
 		if err != nil {
+			f.hookError("claim", err)
+			return res, busy, errors.Join(append(errs, err)...)
+		}
+		if err := f.claimFurther(ctx, ms, reqs, batches, cerrs); err != nil {
 			f.hookError("claim", err)
 			return res, busy, errors.Join(append(errs, err)...)
 		}
@@ -95,6 +100,10 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 				f.hookError("claim", cerrs[i])
 				errs = append(errs, cerrs[i])
 				continue
+			}
+			if b.Blocked {
+				// An earlier message is still on its way: try again soon.
+				busy = append(busy, held[i])
 			}
 			if b.Token == 0 {
 				f.refused.forget(held[i])
@@ -172,7 +181,7 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			if f.cfg.Hooks.Batch != nil && !rejected[cidx[k]] {
 				f.cfg.Hooks.Batch(out.Reason, out.messages, d)
 			}
-			if left[k] >= int64(want.Min) {
+			if left[k] >= int64(f.cfg.BatchSize) || (left[k] > 0 && (reason == chat.TriggerManual || reason == chat.TriggerEnd)) {
 				nextHeld = append(nextHeld, q.Conv)
 				nextFences = append(nextFences, q.Fence)
 			}
@@ -212,6 +221,94 @@ func (f *Flusher) notWaiting(convs []chat.Conversation) []chat.Conversation {
 		return convs
 	}
 	return out
+}
+
+// ackSettle is how long a claim blocked at a record in the buffer waits
+// before it looks again: about the time an ack takes to be processed.
+const ackSettle = 3 * time.Millisecond
+
+// claimFurther claims again, with a limit further on (see further), the
+// requests whose claim was blocked at a record in the buffer; the lookups
+// of all of them go out at once.
+func (f *Flusher) claimFurther(ctx context.Context, ms buffer.ManyStore, reqs []buffer.ClaimReq, batches []buffer.Batch, cerrs []error) error {
+	var idx []int
+	for i, b := range batches {
+		if cerrs[i] == nil && b.Blocked && len(b.Beyond) > 0 {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return nil
+	}
+	// Commonly the record at the limit was just appended and its ack is on
+	// its way: after a moment one lookup each tells more than a lookup per
+	// record would.
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(ackSettle):
+	}
+	sub := make([]buffer.ClaimReq, len(idx))
+	for j, i := range idx {
+		sub[j] = reqs[i]
+	}
+	f.limit(ctx, sub)
+	bs, es, err := ms.ClaimMany(ctx, sub)
+	if err != nil {
+		return err
+	}
+	var still []int
+	for j, i := range idx {
+		reqs[i].Want.Through = sub[j].Want.Through
+		batches[i], cerrs[i] = bs[j], es[j]
+		if es[j] == nil && bs[j].Blocked && len(bs[j].Beyond) > 0 {
+			still = append(still, i)
+		}
+	}
+	idx = still
+	if len(idx) == 0 {
+		return nil
+	}
+	limits := make([]*buffer.Pos, len(idx))
+	var wg sync.WaitGroup
+	for j, i := range idx {
+		wg.Go(func() { limits[j] = f.further(ctx, reqs[i].Conv, reqs[i].Want.Through, batches[i]) })
+	}
+	wg.Wait()
+	var again []buffer.ClaimReq
+	var at []int
+	for j, i := range idx {
+		if limits[j] != nil {
+			q := reqs[i]
+			q.Want.Through = limits[j]
+			again = append(again, q)
+			at = append(at, i)
+		}
+	}
+	if len(again) == 0 {
+		return nil
+	}
+	bs, es, err = ms.ClaimMany(ctx, again)
+	if err != nil {
+		return err
+	}
+	for j, i := range at {
+		batches[i], cerrs[i] = bs[j], es[j]
+	}
+	return nil
+}
+
+// limit sets each request's Through, with the Pending lookups of all
+// conversations at once.
+func (f *Flusher) limit(ctx context.Context, reqs []buffer.ClaimReq) {
+	if f.cfg.Pending == nil {
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range reqs {
+		wg.Go(func() { reqs[i].Want.Through = f.through(ctx, reqs[i].Conv) })
+	}
+	wg.Wait()
 }
 
 // flushEach is FlushMany without the bulk interfaces.

@@ -25,6 +25,16 @@ const (
 	DefaultMaxAckPending   = 20000
 )
 
+// HeaderEndBatch on a chat message, with value "true", closes its
+// conversation's batch right after it (reason end).
+const HeaderEndBatch = "Chatbuf-End-Batch"
+
+// EndsBatch reports whether a chat message's headers close its batch.
+func EndsBatch(h map[string][]string) bool {
+	v := h[HeaderEndBatch]
+	return len(v) > 0 && v[0] == "true"
+}
+
 // Subject kinds after the prefix.
 const (
 	KindIn      = "in"
@@ -103,6 +113,10 @@ func (c Config) Streams() []jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Duplicates:  c.DuplicateWindow,
 		Replicas:    c.Replicas,
+		// Direct gets answer the flushers' "first message still stored on
+		// this subject" (Pending) from the stream itself, without the API
+		// queue.
+		AllowDirect: true,
 	}, {
 		Name:        c.FlushedStream,
 		Description: "chatbuf: flushed batches out",

@@ -56,6 +56,9 @@ type Options struct {
 	// conversation of the run, so that partial buffers need not wait for
 	// their age.
 	Flush bool
+	// AllowUnordered: order violations do not make the report fail (OK),
+	// for runs that used the in-memory fallback.
+	AllowUnordered bool
 }
 
 func (o Options) withDefaults() Options {
@@ -137,7 +140,7 @@ func newChecker(cfg stream.Config, rec *Recorder, opts Options) *checker {
 	sent, convs := rec.snapshot()
 	return &checker{
 		cfg: cfg, opts: opts, run: rec.Run(), sent: sent, convs: convs,
-		rep:     Report{Dead: map[string]int{}, BatchesByReason: map[string]int{}},
+		rep:     Report{Dead: map[string]int{}, BatchesByReason: map[string]int{}, AllowUnordered: opts.AllowUnordered},
 		batches: map[string]string{}, inBatches: map[string]int{}, misplaced: map[string]bool{},
 		dead: map[string]bool{}, deadIDs: map[string]bool{},
 		tokens: map[chat.Conversation]int64{}, lastSeq: map[chat.Conversation]uint64{},
@@ -312,6 +315,10 @@ func (c *checker) batch(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 		}
 		if last, ok := c.lastSeq[conv]; i == 0 && ok && m.Seq < last {
 			c.rep.OutOfOrder++
+			if len(c.rep.Problems) < maxProblems {
+				c.rep.Problems = append(c.rep.Problems, fmt.Sprintf("out of order: batch %q (%s, %d messages, seqs %d..%d) after seq %d of an earlier batch of %s",
+					b.BatchID, b.Reason, len(b.Messages), m.Seq, b.Messages[len(b.Messages)-1].Seq, last, conv))
+			}
 		}
 		marker := markers[i]
 		s, ok := c.sent[marker]

@@ -216,8 +216,11 @@ func TestCheck(t *testing.T) {
 		want: func(f *fixture) Report {
 			return Report{Published: 6, Delivered: 6, Batches: 3, OutOfOrder: 1, UnorderedInBatch: 1, Malformed: 1,
 				BatchesByReason: map[string]int{"manual": 3}, Latency: Latency{Count: 6},
-				Problems: []string{fmt.Sprintf("batch %q (stream seq %d): messages not in seq order: seq %d after %d",
-					chat.BatchID(f.convs[0], 3), f.batchSeqs[2], f.sent[4].Seq, f.sent[5].Seq)}}
+				Problems: []string{
+					fmt.Sprintf("out of order: batch %q (manual, 2 messages, seqs %d..%d) after seq %d of an earlier batch of %s",
+						chat.BatchID(f.convs[0], 2), f.sent[0].Seq, f.sent[3].Seq, f.sent[2].Seq, f.convs[0]),
+					fmt.Sprintf("batch %q (stream seq %d): messages not in seq order: seq %d after %d",
+						chat.BatchID(f.convs[0], 3), f.batchSeqs[2], f.sent[4].Seq, f.sent[5].Seq)}}
 		},
 	}, {
 		name:  "dead letters and a copy the producer did not record",

@@ -43,12 +43,17 @@ type Report struct {
 	LostSample []string     `json:"lost_sample,omitempty"` // a few lost markers with their conversation
 	Flush      *FlushResult `json:"flush,omitempty"`       // the drain wait and manual flushes, when asked for
 	TimedOut   bool         `json:"timed_out"`             // the timeout passed before every message was seen
+	// AllowUnordered: the run was told order may break (the in-memory
+	// fallback was used), so OK ignores OutOfOrder and UnorderedInBatch.
+	AllowUnordered bool `json:"allow_unordered,omitempty"`
 }
 
 // OK reports whether the run kept the guarantees: no loss, no duplicate, no
-// misplaced message and no malformed batch.
+// misplaced message, no malformed batch, and, unless AllowUnordered, every
+// conversation's messages in CHAT_IN order.
 func (r *Report) OK() bool {
-	return r.Lost == 0 && r.Duplicated == 0 && r.Misplaced == 0 && r.Malformed == 0
+	return r.Lost == 0 && r.Duplicated == 0 && r.Misplaced == 0 && r.Malformed == 0 &&
+		(r.AllowUnordered || (r.OutOfOrder == 0 && r.UnorderedInBatch == 0))
 }
 
 // String is a short human summary, one fact per line.

@@ -27,7 +27,7 @@ type flushQueue struct {
 	ch chan chat.Conversation
 
 	mu      sync.Mutex
-	pending map[chat.Conversation]bool
+	pending map[chat.Conversation]chat.Trigger // size or end
 	done    chan struct{}
 	closed  bool
 }
@@ -36,20 +36,24 @@ func newFlushQueue(w *Worker, capacity int) *flushQueue {
 	return &flushQueue{
 		w:       w,
 		ch:      make(chan chat.Conversation, capacity),
-		pending: map[chat.Conversation]bool{},
+		pending: map[chat.Conversation]chat.Trigger{},
 		done:    make(chan struct{}),
 	}
 }
 
-// add queues a flush of c unless one is queued already. It blocks while the
+// add queues a flush of c (reason size or end) unless one is queued
+// already; a queued size flush becomes an end flush. It blocks while the
 // queue is full (backpressure on the appending lanes).
-func (q *flushQueue) add(c chat.Conversation) {
+func (q *flushQueue) add(c chat.Conversation, reason chat.Trigger) {
 	q.mu.Lock()
-	if q.pending[c] || q.closed {
+	if had, ok := q.pending[c]; ok || q.closed {
+		if ok && had != chat.TriggerEnd {
+			q.pending[c] = reason
+		}
 		q.mu.Unlock()
 		return
 	}
-	q.pending[c] = true
+	q.pending[c] = reason
 	q.mu.Unlock()
 	select {
 	case q.ch <- c:
@@ -91,17 +95,27 @@ func (q *flushQueue) run(ctx context.Context) {
 				break fill
 			}
 		}
+		var size, end []chat.Conversation
 		q.mu.Lock()
 		for _, c := range group {
+			if q.pending[c] == chat.TriggerEnd {
+				end = append(end, c)
+			} else {
+				size = append(size, c)
+			}
 			delete(q.pending, c)
 		}
 		q.mu.Unlock()
-		q.flush(ctx, group)
+		q.flush(ctx, size, chat.TriggerSize)
+		q.flush(ctx, end, chat.TriggerEnd)
 	}
 }
 
-func (q *flushQueue) flush(ctx context.Context, group []chat.Conversation) {
-	_, again, err := q.w.bufs.FlushMany(ctx, group, chat.TriggerSize)
+func (q *flushQueue) flush(ctx context.Context, group []chat.Conversation, reason chat.Trigger) {
+	if len(group) == 0 {
+		return
+	}
+	_, again, err := q.w.bufs.FlushMany(ctx, group, reason)
 	// Refused batches are logged by the flusher, rate-limited.
 	if err = flush.DropRefused(err); err != nil && ctx.Err() == nil {
 		q.w.log.Warn("worker: flush failed; claimed batches stay for a retry", slog.Int("conversations", len(group)), slog.Any("error", err))
@@ -109,7 +123,7 @@ func (q *flushQueue) flush(ctx context.Context, group []chat.Conversation) {
 	if len(again) > 0 {
 		time.AfterFunc(busyRetry, func() {
 			for _, c := range again {
-				q.add(c)
+				q.add(c, reason)
 			}
 		})
 	}

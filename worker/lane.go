@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontext/chatbuf/buffer"
 	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/stream"
 )
 
 // ReasonStoreRejected dead-letters a message whose conversation the store
@@ -49,7 +50,22 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		w.cfg.Hooks.Consumed(len(msgs))
 	}
 	now := w.cfg.Now()
+	var epoch int64
+	if w.cfg.Pending != nil {
+		var err error
+		if epoch, err = w.cfg.Pending.Epoch(ctx); err != nil {
+			// A record must carry its epoch to take its place in order:
+			// give the messages back for a later try.
+			w.hookNATSError(err)
+			w.log.Warn("worker: CHAT_IN's epoch unknown; messages given back", "messages", len(msgs), "error", err)
+			for _, msg := range msgs {
+				_ = msg.NakWithDelay(time.Second)
+			}
+			return
+		}
+	}
 	items := make([]buffer.Item, 0, len(msgs))
+	var ends []bool
 	owners := make([]pending, 0, len(msgs))
 	for _, msg := range msgs {
 		meta, err := msg.Metadata()
@@ -65,8 +81,10 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 			w.deadLetter(ctx, p, reason, err)
 			continue
 		}
-		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(p.seq, p.storedNS), Record: chat.NewRecord(&m, 0, p.seq, false, now),
+		end := stream.EndsBatch(msg.Headers())
+		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(p.seq, p.storedNS), Record: chat.NewRecord(&m, epoch, p.seq, end, now),
 			Redelivered: meta.NumDelivered > 1})
+		ends = append(ends, end)
 		owners = append(owners, p)
 	}
 	if len(items) == 0 {
@@ -84,7 +102,7 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		return
 	}
 	var appended, dups int
-	var full []chat.Conversation // may repeat one: flushes.add takes each once
+	var full, ended []chat.Conversation // may repeat one: flushes.add takes each once
 	for i, r := range res {
 		p, conv, key := owners[i], items[i].Conv, items[i].Key
 		if r.Err != nil {
@@ -97,7 +115,10 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		} else {
 			appended++
 		}
-		if r.Len >= int64(w.cfg.BatchSize) {
+		switch {
+		case ends[i] && !r.Dup:
+			ended = append(ended, items[i].Conv)
+		case r.Len >= int64(w.cfg.BatchSize):
 			full = append(full, items[i].Conv)
 		}
 		// A held message (or a copy of one still held) waits for Release.
@@ -117,7 +138,10 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		w.cfg.Hooks.Duplicates(dups)
 	}
 	for _, c := range full {
-		w.flushes.add(c)
+		w.flushes.add(c, chat.TriggerSize)
+	}
+	for _, c := range ended {
+		w.flushes.add(c, chat.TriggerEnd)
 	}
 }
 

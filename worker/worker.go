@@ -56,6 +56,9 @@ type Config struct {
 	// lets the appends and flushes under way finish before it cancels
 	// them (10s when zero).
 	ShutdownTimeout time.Duration
+	// Pending gives records CHAT_IN's epoch; it reads the stream's info
+	// again whenever the worker sets the streams up again. Nil: epoch 0.
+	Pending *stream.Pending
 }
 
 func (c Config) withDefaults() Config {
@@ -270,6 +273,9 @@ func (w *Worker) ensure(ctx context.Context) (jetstream.Consumer, error) {
 		cons, err := stream.Ensure(cctx, w.js, w.cfg.Stream)
 		cancel()
 		if err == nil {
+			if w.cfg.Pending != nil {
+				w.cfg.Pending.Refresh()
+			}
 			return cons, nil
 		}
 		w.hookNATSError(err)

@@ -81,15 +81,16 @@ func (e *env) startWorkerWith(t *testing.T, o workerOpts) (_ *worker.Worker, sto
 	}
 	rdb := e.redis.Client(t)
 	store := buffer.NewRedis(rdb, buffer.Config{})
+	pending := stream.NewPending(js, e.cfg)
 	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg),
-		flush.Config{BatchSize: o.batchSize, MaxAge: o.maxAge})
+		flush.Config{BatchSize: o.batchSize, MaxAge: o.maxAge, Pending: pending})
 	bufs := worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0, 0)}
 	wjs := js
 	if e.wrap != nil {
 		wjs = e.wrap(js)
 	}
 	w := worker.New(nc, wjs, bufs, worker.Config{Stream: e.cfg, BatchSize: o.batchSize, Concurrency: 2,
-		SweepInterval: 100 * time.Millisecond, Hooks: o.hooks})
+		SweepInterval: 100 * time.Millisecond, Hooks: o.hooks, Pending: pending})
 	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -563,6 +564,33 @@ func TestAgeTriggerFlushesPartialBuffers(t *testing.T) {
 	}
 }
 
+// A message published with Chatbuf-End-Batch: true closes its
+// conversation's batch right after it: one end batch with it and the
+// messages before it, without waiting for a full buffer or its age.
+func TestEndHeaderClosesTheBatch(t *testing.T) {
+	e := newEnv(t, natstest.Embedded)
+	e.startWorker(t, time.Hour)
+	c := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
+	want := sent{}
+	for i := range 3 {
+		m := fmt.Sprintf("end-%d", i)
+		want[m] = c
+		msg := nats.NewMsg(e.cfg.In(c))
+		msg.Data = []byte(fmt.Sprintf(`{"role":"user","content":%q}`, m))
+		if i == 2 {
+			msg.Header.Set(stream.HeaderEndBatch, "true")
+		}
+		if _, err := e.js.PublishMsg(context.Background(), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batches := e.batchesHolding(t, 3)
+	check(t, batches, want)
+	if len(batches) != 1 || batches[0].Reason != chat.TriggerEnd {
+		t.Errorf("got %d batches (%v), want one end batch", len(batches), batches)
+	}
+}
+
 // The consumer disappears under a running worker (deleted by an operator):
 // the worker sets it up again and keeps consuming instead of stopping. The
 // server tells a pull request waiting on the consumer that it was deleted;
@@ -660,11 +688,18 @@ func TestQueuedMessagesOutliveAckWait(t *testing.T) {
 	store := buffer.NewRedis(rdb, buffer.Config{})
 	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg), flush.Config{BatchSize: size, MaxAge: time.Hour})
 	bufs := &slowBuffers{Direct: worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0, 0)}, stall: 5 * time.Second}
-	w := worker.New(nc, js, bufs, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 1, AppendBatch: 2})
+	ready := make(chan struct{})
+	w := worker.New(nc, js, bufs, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 1, AppendBatch: 2,
+		OnReady: func() { close(ready) }})
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(runCtx) }()
 	defer func() { stop(); <-done }()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker did not set up its streams within 30s")
+	}
 
 	c := chat.Conversation{User: "alice", Device: "phone", Agent: "bot"}
 	want := sent{}

@@ -22,7 +22,7 @@ type loadOptions struct {
 	rate                    float64
 	size, window            int
 	hostile, noMessageID    bool
-	verify                  bool
+	verify, allowUnordered  bool
 	verifyTimeout           time.Duration
 	bufferSize              int
 	json                    bool
@@ -121,7 +121,7 @@ func load(ctx context.Context, nc *nats.Conn, cfg stream.Config, o loadOptions, 
 		fmt.Fprintf(stderr, "verifying: waiting up to %v for the workers to drain CHAT_IN, flushing %d conversations, reading batches\n",
 			o.verifyTimeout, len(rec.Conversations()))
 		s.Report, checkErr = verify.Check(ctx, js, cfg, rec, verify.Options{
-			BufferSize: o.bufferSize, Timeout: o.verifyTimeout, From: from, Flush: true,
+			BufferSize: o.bufferSize, Timeout: o.verifyTimeout, From: from, Flush: true, AllowUnordered: o.allowUnordered,
 		})
 		fmt.Fprint(text, s.Report.String())
 	}

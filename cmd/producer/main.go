@@ -294,6 +294,7 @@ func sendCommand(ctx context.Context, c common, args []string, stdin io.Reader, 
 	fs.StringVar(&f.agent, "agent", "", "agent id, as it is")
 	fs.StringVar(&f.role, "role", "user", "role: user, assistant, system, tool, developer or function")
 	fs.StringVar(&f.id, "id", "", "message_id (also the Nats-Msg-Id)")
+	fs.BoolVar(&f.endBatch, "end-batch", false, "close the conversation's batch right after this message (header Chatbuf-End-Batch: true); with stdin, after each line's")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -310,7 +311,7 @@ func sendCommand(ctx context.Context, c common, args []string, stdin io.Reader, 
 			return err
 		}
 		defer done()
-		ack, err := sendText(ctx, js, c.config(), conv, f.role, f.id, fs.Arg(0))
+		ack, err := sendText(ctx, js, c.config(), conv, f.role, f.id, fs.Arg(0), f.endBatch)
 		if err != nil {
 			return err
 		}
@@ -356,6 +357,7 @@ func loadCommand(ctx context.Context, c common, args []string, getenv func(strin
 	fs.BoolVar(&o.hostile, "hostile", false, "include conversations with hostile ids (needs --conversations >= 16)")
 	fs.BoolVar(&o.noMessageID, "no-message-id", false, "publish without message_id")
 	fs.BoolVar(&o.verify, "verify", false, "verify the load end to end after publishing")
+	fs.BoolVar(&o.allowUnordered, "allow-unordered", false, "--verify passes despite messages out of CHAT_IN order (for runs that used the workers' in-memory fallback)")
 	fs.DurationVar(&o.verifyTimeout, "verify-timeout", 2*time.Minute, "how long --verify waits for every message")
 	fs.IntVar(&o.bufferSize, "buffer-size", bufferSize, "the workers' CHAT_BUFFER_SIZE, for --verify")
 	fs.BoolVar(&o.json, "json", false, "print the summary and report as one JSON object on stdout (text goes to stderr)")

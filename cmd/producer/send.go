@@ -26,6 +26,7 @@ const maxLine = 16 << 20
 type sendFlags struct {
 	user, device, agent string
 	role, id            string
+	endBatch            bool
 }
 
 // conversation returns the conversation of the flags, all three required.
@@ -48,12 +49,12 @@ type message struct {
 }
 
 // sendText publishes one message with the given content, stamped now.
-func sendText(ctx context.Context, js jetstream.JetStream, cfg stream.Config, c chat.Conversation, role, id, text string) (*jetstream.PubAck, error) {
+func sendText(ctx context.Context, js jetstream.JetStream, cfg stream.Config, c chat.Conversation, role, id, text string, end bool) (*jetstream.PubAck, error) {
 	body, err := json.Marshal(message{Role: role, Content: text, MessageID: id, Timestamp: time.Now().UTC().Format(time.RFC3339Nano)})
 	if err != nil {
 		return nil, err
 	}
-	return publish(ctx, js, cfg.In(c), body, id)
+	return publish(ctx, js, cfg.In(c), body, id, end)
 }
 
 // sendLines publishes each non-blank JSON line of r as it is, printing one
@@ -116,15 +117,18 @@ func sendLine(ctx context.Context, js jetstream.JetStream, cfg stream.Config, f 
 			id = "" // not a string: published without Nats-Msg-Id, for the workers to dead-letter
 		}
 	}
-	return publish(ctx, js, cfg.In(c), line, id)
+	return publish(ctx, js, cfg.In(c), line, id, f.endBatch)
 }
 
 // publish publishes body with JetStream and waits for the PubAck.
-func publish(ctx context.Context, js jetstream.JetStream, subject string, body []byte, msgID string) (*jetstream.PubAck, error) {
+func publish(ctx context.Context, js jetstream.JetStream, subject string, body []byte, msgID string, end bool) (*jetstream.PubAck, error) {
 	msg := nats.NewMsg(subject)
 	msg.Data = body
 	if msgID != "" {
 		msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	if end {
+		msg.Header.Set(stream.HeaderEndBatch, "true")
 	}
 	ack, err := js.PublishMsg(ctx, msg)
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {

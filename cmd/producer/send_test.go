@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opencontext/chatbuf/stream"
 )
 
 // stored is a message as CHAT_IN holds it.
@@ -173,5 +175,32 @@ func TestSendLines(t *testing.T) {
 				t.Errorf("CHAT_IN (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestSendEndBatch: --end-batch sets Chatbuf-End-Batch: true; without it
+// the header is absent.
+func TestSendEndBatch(t *testing.T) {
+	e := newEnv(t)
+	for _, args := range [][]string{
+		{"send", "--user", "alice", "--device", "phone", "--agent", "bot", "first"},
+		{"send", "--user", "alice", "--device", "phone", "--agent", "bot", "--end-batch", "last"},
+	} {
+		if got := runProducer(t.Context(), e.url, "", args...); got.code != 0 {
+			t.Fatalf("%v: exit %d, stderr %q", args, got.code, got.stderr)
+		}
+	}
+	st, err := e.js.Stream(t.Context(), e.cfg.InStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq, want := range map[uint64]bool{1: false, 2: true} {
+		m, err := st.GetMsg(t.Context(), seq)
+		if err != nil {
+			t.Fatalf("CHAT_IN seq %d: %v", seq, err)
+		}
+		if got := stream.EndsBatch(m.Header); got != want {
+			t.Errorf("seq %d: ends batch %v (header %q), want %v", seq, got, m.Header.Get(stream.HeaderEndBatch), want)
+		}
 	}
 }

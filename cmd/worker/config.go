@@ -55,6 +55,7 @@ type config struct {
 	BufferSize       int      `env:"CHAT_BUFFER_SIZE" envDefault:"10"`
 	BufferTTL        duration `env:"CHAT_BUFFER_TTL" envDefault:"24h"`
 	FlushMaxAge      duration `env:"CHAT_FLUSH_MAX_AGE" envDefault:"5m"`
+	FlushIdle        duration `env:"CHAT_FLUSH_IDLE" envDefault:"0"`
 	SweepInterval    duration `env:"CHAT_SWEEP_INTERVAL" envDefault:"1s"`
 	MaxMessageBytes  int      `env:"CHAT_MAX_MESSAGE_BYTES" envDefault:"65536"`
 	BatchMaxBytes    int      `env:"CHAT_BATCH_MAX_BYTES"` // 0 (unset): the server's max_payload minus batchHeaderRoom
@@ -220,6 +221,9 @@ func (c config) validate(environ map[string]string) error {
 	positive("CHAT_BUFFER_TTL", c.BufferTTL)
 	positive("CHAT_FLUSH_MAX_AGE", c.FlushMaxAge)
 	positive("CHAT_SWEEP_INTERVAL", c.SweepInterval)
+	if c.FlushIdle < 0 {
+		bad("CHAT_FLUSH_IDLE", "must not be negative (0 turns idle flushes off)")
+	}
 	if c.BufferTTL > 0 && c.FlushMaxAge > 0 && c.AckWait > 0 && c.BufferTTL < 2*(c.FlushMaxAge+c.AckWait) {
 		bad("CHAT_BUFFER_TTL", fmt.Sprintf("must be at least 2 x (CHAT_FLUSH_MAX_AGE + CHAT_ACK_WAIT) = 2 x (%s + %s) = %s, "+
 			"so that a buffer expires only when no worker ran for that long",

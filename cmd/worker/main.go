@@ -80,11 +80,12 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 
 	storeCfg := buffer.Config{KeyPrefix: cfg.RedisKeyPrefix, TTL: cfg.BufferTTL.D(), DedupeWindow: cfg.DedupeWindow.D(),
-		WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout.D()}
+		WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout.D(), TrackIdle: cfg.FlushIdle > 0}
 	lockCfg := locking.Config{KeyPrefix: cfg.RedisKeyPrefix, Expiry: cfg.LockTTL.D()}
 	flushCfg := flush.Config{
 		BatchSize:  cfg.BufferSize,
 		MaxAge:     cfg.FlushMaxAge.D(),
+		Idle:       cfg.FlushIdle.D(),
 		LockExpiry: cfg.LockTTL.D(),
 		Logger:     log,
 	}
@@ -184,8 +185,17 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	flushCfg.RejectAfter = cfg.BatchRejectAfter.D()
 	flushCfg.Rejecter = stream.NewDeadLetters(js, streamCfg, nc.MaxPayload)
 	var flushers []*flush.Flusher
+	// Batches follow CHAT_IN order across workers when the flusher knows
+	// which messages are still on their way (Redis as the store). The
+	// local memory (REDIS_ENABLED=false, or the fallback) holds messages
+	// unacked until their batch is published, so they all stay in CHAT_IN:
+	// there, one process's sorted buffer keeps the order.
+	pending := stream.NewPending(js, streamCfg)
 	side := func(name string, store buffer.Store, locker locking.Locker) fallback.Side {
 		fc := flushCfg
+		if name == "redis" {
+			fc.Pending = pending
+		}
 		fc.Logger = fc.Logger.With("store", name)
 		f := flush.New(store, locker, sink, fc)
 		flushers = append(flushers, f)
@@ -239,6 +249,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		OnReady:         func() { h.streamsUp.Store(true) },
 		// The rest of SHUTDOWN_TIMEOUT is for draining NATS.
 		ShutdownTimeout: cfg.ShutdownTimeout.D() * 4 / 5,
+		Pending:         pending,
 	})
 	running.Store(w)
 	if cfg.CompletionEnabled {
