@@ -139,7 +139,14 @@ func TestRedisRestart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			msgs, rate := pick(6000, 30000), pick(600, 1000) // ~10s; ~30s
 			restarts := pick(1, 3)
-			s := newSystemRedisArgs(t, natstest.Binary, tc.args, append([]string{"LOG_LEVEL=info"}, tc.env...)...)
+			// Order is asserted without the fallback, on the current
+			// nats-server: 2.9.10's store can hide a message that waited
+			// out the outage from the lookup order relies on (README, Limits).
+			server := natstest.Binary
+			if slices.Contains(tc.env, "REDIS_FALLBACK=false") {
+				server = natstest.Embedded
+			}
+			s := newSystemRedisArgs(t, server, tc.args, append([]string{"LOG_LEVEL=info"}, tc.env...)...)
 			ws := []*workerProc{s.startWorker(), s.startWorker()}
 			var unordered []string
 			if !slices.Contains(tc.env, "REDIS_FALLBACK=false") {

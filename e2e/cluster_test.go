@@ -182,9 +182,20 @@ func TestRedisClusterFailover(t *testing.T) {
 // load without faults, exactly once; then a second load during which the
 // server leading CHAT_IN is killed (SIGKILL) and, a few seconds later,
 // started again: 0 lost, 0 duplicated.
+//
+// nats-server 2.9 cannot carry a subject holding '@' across a route: it
+// joins a JetStream message's ack reply and its subject with '@' and splits
+// them again at the last '@', so such a message arrives with its subject cut
+// and its ack subject broken. The 2.9 cluster runs leave those hostile ids
+// out; the current server's cluster (TestNATSClusterEmbeddedEndToEnd) keeps
+// them.
 func TestNATSClusterEndToEnd(t *testing.T) {
 	start := time.Now()
 	nc := natstest.StartCluster(t, 3)
+	at29 := "" // the hostile ids to leave out: see above
+	if strings.HasPrefix(strings.TrimPrefix(nc.Version, "v"), "2.9.") {
+		at29 = "@"
+	}
 	r := redistest.Start(t)
 	s := newClusterSystem(t, nc.URL(), nc.Version, "REDIS_HOST=127.0.0.1", "REDIS_PORT="+itoa(r.Port), "CHAT_STREAM_REPLICAS=3",
 		"LOG_LEVEL=info")
@@ -202,7 +213,7 @@ func TestNATSClusterEndToEnd(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		start := time.Now()
-		res := s.load(ctx, "--conversations", "300", "--messages", "10000", "--hostile", "--verify-timeout", "2m")
+		res := s.load(ctx, "--conversations", "300", "--messages", "10000", "--hostile", "--hostile-avoid", at29, "--verify-timeout", "2m")
 		s.checkExactlyOnce(t, res.Report, 10000)
 		t.Logf("%.1fs; %d batches %v, out of order %d, latency %s", time.Since(start).Seconds(),
 			res.Report.Batches, res.Report.BatchesByReason, res.Report.OutOfOrder, res.Report.Latency)
@@ -214,7 +225,7 @@ func TestNATSClusterEndToEnd(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		start := time.Now()
-		ld := s.startLoad(ctx, "--conversations", "300", "--hostile", "--messages", itoa(msgs), "--rate", itoa(rate),
+		ld := s.startLoad(ctx, "--conversations", "300", "--hostile", "--hostile-avoid", at29, "--messages", itoa(msgs), "--rate", itoa(rate),
 			"--window", "50000", "--verify-timeout", "90s")
 		if !waitOrPublished(ld, 3*time.Second) {
 			t.Fatalf("the load finished within 3s, before a server was killed")

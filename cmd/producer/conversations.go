@@ -11,11 +11,16 @@ import (
 const hostileCount = 16
 
 // conversations returns n conversations of run: with hostile, the first
-// hostileCount have hostile ids, the rest are load-<run>-u<i>/d<i%4>/a.
-func conversations(run string, n int, hostile bool) []chat.Conversation {
+// ones have hostile ids (but none holding a byte of avoid), the rest are
+// load-<run>-u<i>/d<i%4>/a.
+func conversations(run string, n int, hostile bool, avoid string) []chat.Conversation {
 	cs := make([]chat.Conversation, 0, n)
 	if hostile {
-		cs = append(cs, hostileConversations(run)...)
+		for _, c := range hostileConversations(run) {
+			if avoid == "" || !strings.ContainsAny(c.User+c.Device+c.Agent, avoid) {
+				cs = append(cs, c)
+			}
+		}
 	}
 	for i := len(cs); i < n; i++ {
 		cs = append(cs, chat.Conversation{User: "load-" + run + "-u" + strconv.Itoa(i), Device: "d" + strconv.Itoa(i%4), Agent: "a"})

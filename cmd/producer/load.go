@@ -22,6 +22,7 @@ type loadOptions struct {
 	rate                    float64
 	size, window            int
 	hostile, noMessageID    bool
+	hostileAvoid            string // hostile ids holding none of these bytes
 	verify, allowUnordered  bool
 	verifyTimeout           time.Duration
 	bufferSize              int
@@ -82,7 +83,7 @@ func load(ctx context.Context, nc *nats.Conn, cfg stream.Config, o loadOptions, 
 		text = stderr
 	}
 	rec := verify.NewRecorder(verify.NewRunID())
-	convs := conversations(rec.Run(), o.conversations, o.hostile)
+	convs := conversations(rec.Run(), o.conversations, o.hostile, o.hostileAvoid)
 	var (
 		js     jetstream.JetStream
 		from   verify.Position

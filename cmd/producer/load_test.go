@@ -12,8 +12,34 @@ import (
 	"github.com/opencontext/chatbuf/chat"
 )
 
+func TestConversationsAvoid(t *testing.T) {
+	all := conversations("run1", 20, true, "")
+	cs := conversations("run1", 20, true, "@")
+	if len(cs) != 20 {
+		t.Fatalf("%d conversations, want 20", len(cs))
+	}
+	left := 0
+	for _, c := range cs {
+		if strings.Contains(c.User+c.Device+c.Agent, "@") {
+			t.Errorf("%q holds @", c)
+		}
+		if strings.ContainsAny(c.User+c.Device+c.Agent, ".*> %:") {
+			left++
+		}
+	}
+	had := 0
+	for _, c := range all {
+		if strings.Contains(c.User+c.Device+c.Agent, "@") {
+			had++
+		}
+	}
+	if had == 0 || left == 0 {
+		t.Errorf("%d hostile ids with @ without the filter, %d other hostile ids with it: the filter proves nothing", had, left)
+	}
+}
+
 func TestConversations(t *testing.T) {
-	cs := conversations("run1", 20, true)
+	cs := conversations("run1", 20, true, "")
 	if len(cs) != 20 {
 		t.Fatalf("%d conversations, want 20", len(cs))
 	}
@@ -101,7 +127,7 @@ func TestLoad(t *testing.T) {
 				t.Errorf("stderr lacks the human summary:\n%s", got.stderr)
 			}
 
-			convs := conversations(s.Run, tt.conversations, tt.hostile)
+			convs := conversations(s.Run, tt.conversations, tt.hostile, "")
 			msgs := storedIn(t, e)
 			if len(msgs) != tt.messages {
 				t.Fatalf("CHAT_IN holds %d messages, want %d", len(msgs), tt.messages)

@@ -45,7 +45,8 @@ load publishes --messages of about --size bytes round-robin over
 --conversations, at --rate messages/s (0: as fast as PubAcks allow) with up
 to --window PubAcks pending, then prints a summary (--json: as one JSON
 object on stdout). --hostile includes 16 conversations with hostile ids
-(. * > space % @ : and non-ASCII in them). --verify then waits for the workers to drain CHAT_IN, flushes every
+(. * > space % @ : and non-ASCII in them; --hostile-avoid CHARS leaves out
+those holding any of CHARS). --verify then waits for the workers to drain CHAT_IN, flushes every
 conversation, reads the batches back and checks them against the contract
 (--buffer-size is the workers' CHAT_BUFFER_SIZE). Exit 1 on loss, duplicate,
 misplacement, malformed batch, or a publish that failed after retries.
@@ -355,6 +356,7 @@ func loadCommand(ctx context.Context, c common, args []string, getenv func(strin
 	fs.IntVar(&o.size, "size", 256, "content size in bytes (about)")
 	fs.IntVar(&o.window, "window", 4096, "most PubAcks pending at once")
 	fs.BoolVar(&o.hostile, "hostile", false, "include conversations with hostile ids (needs --conversations >= 16)")
+	fs.StringVar(&o.hostileAvoid, "hostile-avoid", "", "leave out the hostile ids holding any of these characters (for a server that cannot carry them)")
 	fs.BoolVar(&o.noMessageID, "no-message-id", false, "publish without message_id")
 	fs.BoolVar(&o.verify, "verify", false, "verify the load end to end after publishing")
 	fs.BoolVar(&o.allowUnordered, "allow-unordered", false, "--verify passes despite messages out of CHAT_IN order (for runs that used the workers' in-memory fallback)")
