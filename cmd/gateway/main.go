@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -21,42 +20,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	shared "github.com/opencontext/chatbuf/internal/config"
 	"github.com/opencontext/chatbuf/internal/natsconn"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg, err := loadConfig(environ())
+	cfg, err := loadConfig(shared.Environ())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "gateway: bad configuration:\n%v\n", err)
 		os.Exit(2)
 	}
-	log := newLogger(cfg.LogLevel)
+	log := shared.NewLogger(cfg.LogLevel)
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("gateway: exiting", "error", err)
 		os.Exit(1)
 	}
-}
-
-func environ() map[string]string {
-	m := map[string]string{}
-	for _, kv := range os.Environ() {
-		k, v, _ := strings.Cut(kv, "=")
-		m[k] = v
-	}
-	return m
-}
-
-// newLogger logs JSON when stderr is not a terminal, text when it is.
-func newLogger(level string) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(level)) // validated with the configuration
-	opts := &slog.HandlerOptions{Level: lvl}
-	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {

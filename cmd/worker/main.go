@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/opencontext/chatbuf/completion"
 	"github.com/opencontext/chatbuf/fallback"
 	"github.com/opencontext/chatbuf/flush"
+	shared "github.com/opencontext/chatbuf/internal/config"
 	"github.com/opencontext/chatbuf/locking"
 	"github.com/opencontext/chatbuf/stream"
 	"github.com/opencontext/chatbuf/worker"
@@ -33,36 +33,16 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg, err := loadConfig(environ())
+	cfg, err := loadConfig(shared.Environ())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "worker: bad configuration:\n%v\n", err)
 		os.Exit(2)
 	}
-	log := newLogger(cfg.LogLevel)
+	log := shared.NewLogger(cfg.LogLevel)
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("worker: exiting", "error", err)
 		os.Exit(1)
 	}
-}
-
-func environ() map[string]string {
-	m := map[string]string{}
-	for _, kv := range os.Environ() {
-		k, v, _ := strings.Cut(kv, "=")
-		m[k] = v
-	}
-	return m
-}
-
-// newLogger logs JSON when stderr is not a terminal, text when it is.
-func newLogger(level string) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(level)) // validated with the configuration
-	opts := &slog.HandlerOptions{Level: lvl}
-	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
