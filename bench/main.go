@@ -149,6 +149,9 @@ func (h *harness) run(ctx context.Context) error {
 	if o.only["steady"] {
 		h.measureSteady(ctx)
 	}
+	if o.only["http"] {
+		h.measureHTTP(ctx)
+	}
 	if o.only["growth"] {
 		h.measureGrowth(ctx)
 	}

@@ -15,7 +15,7 @@ import (
 )
 
 // phases of a sitting, in order.
-var phases = []string{"redis", "drain", "baseline", "steady", "growth"}
+var phases = []string{"redis", "drain", "baseline", "steady", "http", "growth"}
 
 // options are the command line.
 type options struct {

@@ -127,6 +127,7 @@ func (r *Results) markdown() string {
 		drainTable(&b, r.Baseline)
 	}
 	r.steady(&b)
+	r.httpSection(&b)
 	if len(r.Growth) > 0 {
 		b.WriteString("## Growth: the drain at more conversations\n\n")
 		b.WriteString("Messages = max(the drain's, 10 × conversations), capped at --growth-max-messages, the same number per conversation, round-robin. " +

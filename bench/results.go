@@ -164,6 +164,7 @@ type Results struct {
 	Drain    []*Row[drainResult]  `json:"drain"`
 	Baseline []*Row[drainResult]  `json:"baseline"`
 	Steady   *Row[steadyResult]   `json:"steady_state,omitempty"`
+	HTTP     *Row[httpResult]     `json:"http_ingest,omitempty"`
 	Growth   []*Row[drainResult]  `json:"growth"`
 	// GrowthAge is a drain of one message per conversation, flushed by age.
 	GrowthAge *Row[drainResult] `json:"growth_age,omitempty"`

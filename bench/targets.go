@@ -100,6 +100,15 @@ func (h *harness) targets() {
 	}
 	perDrain("worker peak RSS ≤ 64 MiB during the drain", 64, func(m drainResult) float64 { return m.WorkerPeakRSSMiB },
 		func(m drainResult) string { return mib(m.WorkerPeakRSSMiB) })
+	ht := Target{Goal: "HTTP ingest through the gateway ≥ 0.5 × direct JetStream publishing", Limit: 0.5}
+	if x := r.HTTP; x.ok() {
+		ht.Value = x.Ratio
+		ht.Measured = fmt.Sprintf("%s ÷ %s msgs/s = %s (%d per request, %d connections)", rate(x.Median.HTTPRate), rate(x.Median.DirectRate),
+			ratio(x.Ratio), httpBatch, httpConns)
+		add(ht, "")
+	} else {
+		add(ht, "not measured")
+	}
 	st := Target{Goal: "size-batch latency p99 ≤ 50 ms at half load", Limit: 50, AtMost: true}
 	if s := r.Steady; s.ok() {
 		st.Value = s.Median.SizeLatency.P99MS
