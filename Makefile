@@ -49,7 +49,7 @@ fuzz:
 	  done; \
 	done
 
-## bench: the benchmark harness (~13 min): private redis-server and nats-server
+## bench: the benchmark harness (about 20 min): private redis-server and nats-server
 ## processes, references, buffer layer, drain, baseline, steady state, growth;
 ## prints a table, writes bench/results/latest.{md,json} and a dated copy.
 ## BENCH_FLAGS passes flags (go run ./bench --help), e.g. --max-conversations=100000.
