@@ -50,7 +50,7 @@ fuzz:
 	done
 
 ## bench: the benchmark harness (about 20 min): private redis-server and nats-server
-## processes, references, buffer layer, drain, baseline, steady state, growth;
+## processes, references, buffer layer, drain, baseline, steady state, HTTP ingest, growth;
 ## prints a table, writes bench/results/latest.{md,json} and a dated copy.
 ## BENCH_FLAGS passes flags (go run ./bench --help), e.g. --max-conversations=100000.
 bench: deps
