@@ -39,16 +39,8 @@ type config struct {
 	RedisTLSKeyFile     string          `env:"REDIS_TLS_KEY_FILE"`
 	RedisTLSServerName  string          `env:"REDIS_TLS_SERVER_NAME"`
 
-	NATSURL          string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	natsconn.Vars           // NATS_URL, NATS credentials and TLS files
 	NATSEmbeddedAddr string `env:"NATS_EMBEDDED_ADDR" envDefault:"127.0.0.1:4222"`
-	NATSUser         string `env:"NATS_USER"`
-	NATSPassword     string `env:"NATS_PASSWORD"`
-	NATSToken        string `env:"NATS_TOKEN"`
-	NATSNKeySeedFile string `env:"NATS_NKEY_SEED_FILE"`
-	NATSCreds        string `env:"NATS_CREDS"`
-	NATSTLSCAFile    string `env:"NATS_TLS_CA_FILE"`
-	NATSTLSCertFile  string `env:"NATS_TLS_CERT_FILE"`
-	NATSTLSKeyFile   string `env:"NATS_TLS_KEY_FILE"`
 
 	SubjectPrefix string          `env:"CHAT_SUBJECT_PREFIX" envDefault:"opencontext.chat"`
 	FlushMaxAge   shared.Duration `env:"CHAT_FLUSH_MAX_AGE" envDefault:"5m"`
@@ -92,8 +84,7 @@ func (c config) nats(stderr io.Writer) (*nats.Conn, error) {
 	if url == "embedded" {
 		url = "nats://" + c.NATSEmbeddedAddr
 	}
-	opts, err := natsconn.Security{User: c.NATSUser, Password: c.NATSPassword, Token: c.NATSToken, NKeySeedFile: c.NATSNKeySeedFile,
-		Creds: c.NATSCreds, TLSCAFile: c.NATSTLSCAFile, TLSCertFile: c.NATSTLSCertFile, TLSKeyFile: c.NATSTLSKeyFile}.Options()
+	opts, err := c.Security().Options()
 	if err != nil {
 		return nil, err
 	}

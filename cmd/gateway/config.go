@@ -6,10 +6,10 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/caarlos0/env/v11"
 
+	shared "github.com/opencontext/chatbuf/internal/config"
 	"github.com/opencontext/chatbuf/internal/natsconn"
 )
 
@@ -26,39 +26,15 @@ type config struct {
 	ShutdownTimeout duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 	LogLevel        string   `env:"LOG_LEVEL" envDefault:"info"`
 
-	NATSURL          string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
-	NATSUser         string `env:"NATS_USER"`
-	NATSPassword     string `env:"NATS_PASSWORD"`
-	NATSToken        string `env:"NATS_TOKEN"`
-	NATSNKeySeedFile string `env:"NATS_NKEY_SEED_FILE"`
-	NATSCreds        string `env:"NATS_CREDS"`
-	NATSTLSCAFile    string `env:"NATS_TLS_CA_FILE"`
-	NATSTLSCertFile  string `env:"NATS_TLS_CERT_FILE"`
-	NATSTLSKeyFile   string `env:"NATS_TLS_KEY_FILE"`
-	NATSInboxPrefix  string `env:"NATS_INBOX_PREFIX"`
+	natsconn.Vars          // NATS_URL, NATS credentials and TLS files
+	NATSInboxPrefix string `env:"NATS_INBOX_PREFIX"`
 
 	SubjectPrefix   string `env:"CHAT_SUBJECT_PREFIX" envDefault:"opencontext.chat"`
 	MaxMessageBytes int    `env:"CHAT_MAX_MESSAGE_BYTES" envDefault:"65536"`
 }
 
 // duration accepts Go syntax (90s, 24h) or plain seconds (86400).
-type duration time.Duration
-
-func (d *duration) UnmarshalText(b []byte) error {
-	s := strings.TrimSpace(string(b))
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		*d = duration(time.Duration(n) * time.Second)
-		return nil
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("not a duration (want Go syntax like 90s or plain seconds like 86400)")
-	}
-	*d = duration(v)
-	return nil
-}
-
-func (d duration) D() time.Duration { return time.Duration(d) }
+type duration = shared.Duration
 
 // keys are the accepted API keys: GATEWAY_API_KEYS (comma-separated) and
 // CONTEXT_API_KEY, without blanks and duplicates.
@@ -81,13 +57,7 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func (c config) natsSecurity() natsconn.Security {
-	return natsconn.Security{
-		User: c.NATSUser, Password: c.NATSPassword, Token: c.NATSToken,
-		NKeySeedFile: c.NATSNKeySeedFile, Creds: c.NATSCreds,
-		TLSCAFile: c.NATSTLSCAFile, TLSCertFile: c.NATSTLSCertFile, TLSKeyFile: c.NATSTLSKeyFile,
-	}
-}
+func (c config) natsSecurity() natsconn.Security { return c.Security() }
 
 // loadConfig reads the configuration from environ and validates it. Errors
 // name the variable and its bad value, never a secret.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontext/chatbuf/chat"
 	shared "github.com/opencontext/chatbuf/internal/config"
+	"github.com/opencontext/chatbuf/internal/natsconn"
 )
 
 // config is the worker's environment. Names from the original system are
@@ -39,17 +40,9 @@ type config struct {
 	RedisTLSKeyFile     string   `env:"REDIS_TLS_KEY_FILE"`
 	RedisTLSServerName  string   `env:"REDIS_TLS_SERVER_NAME"`
 
-	NATSURL          string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	natsconn.Vars           // NATS_URL, NATS credentials and TLS files
 	NATSEmbeddedAddr string `env:"NATS_EMBEDDED_ADDR" envDefault:"127.0.0.1:4222"`
 	NATSEmbeddedDir  string `env:"NATS_EMBEDDED_DIR" envDefault:"./data/nats"`
-	NATSUser         string `env:"NATS_USER"`
-	NATSPassword     string `env:"NATS_PASSWORD"`
-	NATSToken        string `env:"NATS_TOKEN"`
-	NATSNKeySeedFile string `env:"NATS_NKEY_SEED_FILE"`
-	NATSCreds        string `env:"NATS_CREDS"`
-	NATSTLSCAFile    string `env:"NATS_TLS_CA_FILE"`
-	NATSTLSCertFile  string `env:"NATS_TLS_CERT_FILE"`
-	NATSTLSKeyFile   string `env:"NATS_TLS_KEY_FILE"`
 
 	SubjectPrefix    string   `env:"CHAT_SUBJECT_PREFIX" envDefault:"opencontext.chat"`
 	BufferSize       int      `env:"CHAT_BUFFER_SIZE" envDefault:"10"`

@@ -66,10 +66,10 @@ func TestConfigErrorsNameVariableAndValue(t *testing.T) {
 // envVars returns each config variable with its envDefault.
 func envVars() map[string]string {
 	out := map[string]string{}
-	typ := reflect.TypeFor[config]()
-	for i := range typ.NumField() {
-		f := typ.Field(i)
-		out[f.Tag.Get("env")] = f.Tag.Get("envDefault")
+	for _, f := range reflect.VisibleFields(reflect.TypeFor[config]()) {
+		if name := f.Tag.Get("env"); name != "" {
+			out[name] = f.Tag.Get("envDefault")
+		}
 	}
 	out["METRICS_ADDR"] = defaultMetricsAddr
 	return out

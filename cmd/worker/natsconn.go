@@ -52,13 +52,7 @@ var natsSecurityVars = natsconn.SecurityVars
 // credentials and TLS files (see natsconn.Security.Options).
 func (c config) natsSecurity() ([]nats.Option, error) { return c.natsSecurityConfig().Options() }
 
-func (c config) natsSecurityConfig() natsconn.Security {
-	return natsconn.Security{
-		User: c.NATSUser, Password: c.NATSPassword, Token: c.NATSToken,
-		NKeySeedFile: c.NATSNKeySeedFile, Creds: c.NATSCreds,
-		TLSCAFile: c.NATSTLSCAFile, TLSCertFile: c.NATSTLSCertFile, TLSKeyFile: c.NATSTLSKeyFile,
-	}
-}
+func (c config) natsSecurityConfig() natsconn.Security { return c.Security() }
 
 // urlHasCredentials reports whether a NATS_URL (a comma-separated list)
 // carries a user, password or token.

@@ -252,3 +252,26 @@ func (r *rateLimit) allow(interval time.Duration) (ok bool, suppressed int) {
 	r.suppressed++
 	return false, 0
 }
+
+// Vars are the NATS variables every command reads (URL, credentials, TLS
+// files), to embed in a command's configuration struct.
+type Vars struct {
+	NATSURL          string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	NATSUser         string `env:"NATS_USER"`
+	NATSPassword     string `env:"NATS_PASSWORD"`
+	NATSToken        string `env:"NATS_TOKEN"`
+	NATSNKeySeedFile string `env:"NATS_NKEY_SEED_FILE"`
+	NATSCreds        string `env:"NATS_CREDS"`
+	NATSTLSCAFile    string `env:"NATS_TLS_CA_FILE"`
+	NATSTLSCertFile  string `env:"NATS_TLS_CERT_FILE"`
+	NATSTLSKeyFile   string `env:"NATS_TLS_KEY_FILE"`
+}
+
+// Security returns the credentials and TLS files of v.
+func (v Vars) Security() Security {
+	return Security{
+		User: v.NATSUser, Password: v.NATSPassword, Token: v.NATSToken,
+		NKeySeedFile: v.NATSNKeySeedFile, Creds: v.NATSCreds,
+		TLSCAFile: v.NATSTLSCAFile, TLSCertFile: v.NATSTLSCertFile, TLSKeyFile: v.NATSTLSKeyFile,
+	}
+}
