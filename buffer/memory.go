@@ -317,6 +317,12 @@ func (s *memConv) beyond(w Want) []uint64 {
 			return out
 		case p == *w.Through:
 			at = true
+		case w.Through.Less(p) && w.Settled:
+			if r.Epoch != w.Through.Epoch {
+				return out
+			}
+			at = true
+			out = append(out, r.Seq)
 		case w.Through.Less(p):
 			return nil
 		}

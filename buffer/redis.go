@@ -544,7 +544,10 @@ func isNoScript(err error) bool {
 // ARGV[7] -> TTL, ms
 // ARGV[8] -> the conversation's tag
 // ARGV[9] -> now, µs: the floor of a new token
-// ARGV[10] -> 1: claim only records at or before (ARGV[11], ARGV[12]); 0: any
+// ARGV[10] -> 1: claim only records at or before (ARGV[11], ARGV[12]); 2: the same, and
+//
+//	that limit is settled (Want.Settled); 0: any
+//
 // ARGV[11], ARGV[12] -> that epoch and seq
 // ARGV[13] -> most bytes of the records' costs (0: no ceiling)
 // ARGV[14] -> claim a partial batch when the last append was before this, ms (0: never)
@@ -584,7 +587,7 @@ else
     return {0}
   end
   local max, min = tonumber(ARGV[2]), tonumber(ARGV[3])
-  local limited = ARGV[10] == '1'
+  local limited, settled = ARGV[10] ~= '0', ARGV[10] == '2'
   local le, ls = tonumber(ARGV[11]), tonumber(ARGV[12])
   local budget = tonumber(ARGV[13])
   local head = redis.call('LRANGE', KEYS[1], 0, math.min(n, max) - 1)
@@ -617,19 +620,21 @@ else
   end
   if not ok then
     if stop ~= 'limit' or n < min then return {0} end
-    -- Blocked. When the last record allowed is the one at the limit (the
-    -- first message still stored in CHAT_IN is in the buffer: its ack is
-    -- on its way), list the seqs of the records after it, for the flusher
-    -- to look further.
+    -- Blocked. When the limit is settled, or the last record allowed is
+    -- the one at the limit (the first message still stored in CHAT_IN is
+    -- in the buffer: its ack is on its way), list the seqs of the records
+    -- after it, for the flusher to look further.
     local out = {3}
-    if k > 0 then
+    local at = settled
+    if not at and k > 0 then
       local e, s = string.match(head[k], '^%d+ (%d+) (%d+) ')
-      if tonumber(e) == le and tonumber(s) == ls then
-        for i = k + 1, #head do
-          local e2, s2 = string.match(head[i], '^%d+ (%d+) (%d+) ')
-          if tonumber(e2) ~= le then break end
-          out[#out + 1] = s2
-        end
+      at = tonumber(e) == le and tonumber(s) == ls
+    end
+    if at then
+      for i = k + 1, #head do
+        local e2, s2 = string.match(head[i], '^%d+ (%d+) (%d+) ')
+        if tonumber(e2) ~= le then break end
+        out[#out + 1] = s2
       end
     end
     return out
@@ -669,6 +674,9 @@ func (r *Redis) claimArgs(c chat.Conversation, fence int64, w Want) ([]string, [
 	limited, le, ls := 0, "0", "0"
 	if w.Through != nil {
 		limited, le, ls = 1, strconv.FormatInt(w.Through.Epoch, 10), strconv.FormatUint(w.Through.Seq, 10)
+		if w.Settled {
+			limited = 2
+		}
 	}
 	var quiet int64
 	if !w.IdleBefore.IsZero() {

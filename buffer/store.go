@@ -125,6 +125,10 @@ type Want struct {
 	// later ones may still have an earlier message of their conversation
 	// on its way into the buffer.
 	Through *Pos
+	// Settled: every message of the conversation at or before Through is
+	// in the buffer or flushed. Otherwise the message at Through may still
+	// be on its way (a record at Through is settled: it is appended).
+	Settled bool
 	// MaxBytes, when > 0, bounds the sum of the records' Cost (the batch's
 	// JSON without its fixed part); a batch holds at least one record.
 	MaxBytes int
@@ -144,10 +148,10 @@ type Batch struct {
 	// Blocked: nothing was claimed although the buffer holds enough, because
 	// records beyond Want.Through would have been needed; try again soon.
 	Blocked bool
-	// Beyond, when Blocked and the record at Want.Through is in the
-	// buffer, lists the seqs of the records after it (same epoch, up to
-	// Max in all): whether they may go too depends on messages between
-	// them still being stored in CHAT_IN.
+	// Beyond, when Blocked and Want.Through is settled or the record at
+	// it is in the buffer, lists the seqs of the records after it (same
+	// epoch, up to Max in all): whether they may go too depends on
+	// messages between them still being stored in CHAT_IN.
 	Beyond []uint64
 	After  uint64 // the sink position of the conversation's last committed batch (0: none known)
 }

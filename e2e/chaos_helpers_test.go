@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,16 +84,10 @@ type loadOutcome struct {
 	stdout string
 }
 
-// startLoad starts the producer's load with --verify --json. Faults are
+// startLoad starts the producer's load with --verify --json (which fails
+// on an order violation unless args say --allow-unordered). Faults are
 // injected while it publishes; wait collects the report.
-//
-// On nats-server 2.9 a message that waits out a fault can be hidden from
-// the lookup that keeps order (README, Limits): loads run during faults
-// check exactly-once there, and order on the current server.
 func (s *system) startLoad(ctx context.Context, args ...string) *runningLoad {
-	if strings.HasPrefix(strings.TrimPrefix(s.nats.Version, "v"), "2.9.") && !slices.Contains(args, "--allow-unordered") {
-		args = append(args, "--allow-unordered")
-	}
 	l := &runningLoad{publishing: make(chan struct{}), done: make(chan loadOutcome, 1)}
 	l.stderr = &watchWriter{marker: []byte("verifying:"), hit: l.publishing}
 	cmd := exec.CommandContext(ctx, bin.producer, append([]string{"--nats", s.nats.URL, "load", "--verify", "--json"}, args...)...)

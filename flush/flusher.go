@@ -69,10 +69,16 @@ type Sink interface {
 // once it is appended, so every message of the conversation before the
 // first one still stored in CHAT_IN is in the buffer or flushed already.
 type Pending interface {
-	// FirstPending returns the lowest CHAT_IN sequence from from on still
-	// stored on c's subject (0: none) and CHAT_IN's epoch (its creation
-	// time, unix ms).
+	// FirstPending returns the lowest CHAT_IN sequence from from on that
+	// may still be stored on c's subject (0: none is, as of the call) and
+	// CHAT_IN's epoch (its creation time, unix ms).
 	FirstPending(ctx context.Context, c chat.Conversation, from uint64) (seq uint64, epoch int64, err error)
+	// Seen returns a sequence that CHAT_IN of epoch stored before the call
+	// (0: none known): when FirstPending then finds nothing, every message
+	// of c up to it is in the buffer or flushed. A message published after
+	// the lookup, with a higher sequence, may still be on its way while a
+	// later one is appended.
+	Seen() (epoch int64, seq uint64)
 }
 
 // Hooks observe the flusher (metrics). Nil fields are skipped.
@@ -216,7 +222,7 @@ func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Wa
 
 	for held.Err() == nil {
 		if want.Through == nil || *want.Through != (buffer.Pos{}) {
-			want.Through = f.through(held, c)
+			want.Through, want.Settled = f.through(held, c)
 		}
 		id, rejected, n, err := f.flushOne(held, c, lock.Fence(), want)
 		if err != nil {
@@ -342,29 +348,41 @@ func (f *Flusher) want(c chat.Conversation, reason chat.Trigger) buffer.Want {
 	return w
 }
 
-// through is the limit of a new batch of c (nil: none): every message at
-// or before it is in the buffer or flushed. Without an answer from
-// Pending, no new batch is claimed (an in-flight one is still published).
-func (f *Flusher) through(ctx context.Context, c chat.Conversation) *buffer.Pos {
+// through is the limit of a new batch of c (nil: none) and whether it is
+// settled (see buffer.Want): every message at or before it is in the
+// buffer or flushed, but for the one at the limit when not settled.
+// Without an answer from Pending, no new batch is claimed (an in-flight one
+// is still published).
+func (f *Flusher) through(ctx context.Context, c chat.Conversation) (*buffer.Pos, bool) {
 	if f.cfg.Pending == nil {
-		return nil
+		return nil, false
 	}
+	// What was seen before the lookup was stored before it.
+	seenEpoch, seen := f.cfg.Pending.Seen()
 	seq, epoch, err := f.cfg.Pending.FirstPending(ctx, c, 1)
 	if err != nil {
 		f.hookError("pending", err)
 		if ctx.Err() == nil {
 			f.cfg.Logger.Warn("flush: cannot tell which messages are still on their way; claiming no new batch", logConv(c, slog.Any("error", err))...)
 		}
-		return &buffer.Pos{}
+		return &buffer.Pos{}, false
 	}
 	if seq == 0 {
-		seq = math.MaxUint64
+		// Nothing of c is stored: every message stored before the lookup
+		// is settled. A later record of c may have been published after
+		// it, behind one still on its way: the claim reports those for
+		// further to look at.
+		if seenEpoch != epoch {
+			seen = 0
+		}
+		return &buffer.Pos{Epoch: epoch, Seq: seen}, true
 	}
-	return &buffer.Pos{Epoch: epoch, Seq: seq}
+	return &buffer.Pos{Epoch: epoch, Seq: seq}, false
 }
 
-// further looks past a claim that b reports blocked at through: the
-// record at through is in the buffer (its ack not yet processed), so each
+// further looks past a claim that b reports blocked at through: through
+// is settled, or the record at it is in the buffer (its ack not yet
+// processed), so each
 // record after it may go too if no message between it and the one before
 // is still stored in CHAT_IN. The lookups go out at once; it returns the
 // new limit, or nil when nothing more may go.

@@ -259,7 +259,7 @@ func (f *Flusher) claimFurther(ctx context.Context, ms buffer.ManyStore, reqs []
 	}
 	var still []int
 	for j, i := range idx {
-		reqs[i].Want.Through = sub[j].Want.Through
+		reqs[i].Want.Through, reqs[i].Want.Settled = sub[j].Want.Through, sub[j].Want.Settled
 		batches[i], cerrs[i] = bs[j], es[j]
 		if es[j] == nil && bs[j].Blocked && len(bs[j].Beyond) > 0 {
 			still = append(still, i)
@@ -306,7 +306,7 @@ func (f *Flusher) limit(ctx context.Context, reqs []buffer.ClaimReq) {
 	}
 	var wg sync.WaitGroup
 	for i := range reqs {
-		wg.Go(func() { reqs[i].Want.Through = f.through(ctx, reqs[i].Conv) })
+		wg.Go(func() { reqs[i].Want.Through, reqs[i].Want.Settled = f.through(ctx, reqs[i].Conv) })
 	}
 	wg.Wait()
 }

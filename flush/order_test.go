@@ -56,7 +56,7 @@ func TestClaimWaitsForAnEarlierMessageStillInCHAT_IN(t *testing.T) {
 					t.Fatalf("publish: %v", err)
 				}
 			}
-			batch, err := cons.FetchNoWait(4)
+			batch, err := cons.Fetch(4, jetstream.FetchMaxWait(5*time.Second))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -188,5 +188,179 @@ func TestTriggers(t *testing.T) {
 	want := map[string][]string{"end": {"size:4", "end:2"}, "bytes": {"bytes:2", "idle:2"}, "idle": {"idle:2"}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("batches by conversation: %v; want %v", got, want)
+	}
+}
+
+var bob = chat.Conversation{User: "bob", Device: "laptop", Agent: "bot"}
+
+// orderSetup is CHAT_IN with its worker consumer on srv, a Pending on it,
+// and a flusher on a private Redis (batch size 3) publishing to a
+// recording sink.
+type orderSetup struct {
+	js      jetstream.JetStream
+	cfg     stream.Config
+	cons    jetstream.Consumer
+	pending *stream.Pending
+	epoch   int64
+	store   buffer.Store
+	redis   *redistest.Server
+	sink    *recordingSink
+}
+
+func newOrderSetup(ctx context.Context, t *testing.T, srv *natstest.Server) *orderSetup {
+	t.Helper()
+	js, err := jetstream.New(srv.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &orderSetup{js: js, cfg: stream.Config{}.WithDefaults()}
+	if s.cons, err = stream.Ensure(ctx, js, s.cfg); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	s.pending = stream.NewPending(js, s.cfg)
+	if s.epoch, err = s.pending.Epoch(ctx); err != nil || s.epoch == 0 {
+		t.Fatalf("CHAT_IN's epoch: %d, %v", s.epoch, err)
+	}
+	s.store, s.redis = redisStore(t, nil)
+	s.sink = newSink()
+	return s
+}
+
+func (s *orderSetup) flusher(t *testing.T, p flush.Pending) *flush.Flusher {
+	return flush.New(s.store, locking.NewRedis(s.redis.Client(t), locking.Config{}), s.sink, flush.Config{BatchSize: 3, Pending: p})
+}
+
+// publish publishes n messages on c's subject and fetches them (delivered,
+// not acked).
+func (s *orderSetup) publish(ctx context.Context, t *testing.T, c chat.Conversation, n int) []jetstream.Msg {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if _, err := s.js.Publish(ctx, s.cfg.In(c), []byte(`"m"`)); err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+	}
+	batch, err := s.cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if len(msgs) != n {
+		t.Fatalf("fetched %d messages, want %d", len(msgs), n)
+	}
+	return msgs
+}
+
+// appendAck appends m to the store and acks it, as a worker does.
+func (s *orderSetup) appendAck(ctx context.Context, t *testing.T, c chat.Conversation, m jetstream.Msg) {
+	t.Helper()
+	if _, err := s.store.Append(ctx, record(t, c, m, s.epoch)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DoubleAck(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// batches are the CHAT_IN sequences of each batch the sink received.
+func (s *orderSetup) batches(t *testing.T) string {
+	var got [][]uint64
+	for _, b := range s.sink.decoded(t) {
+		var seqs []uint64
+		for _, m := range b.Messages {
+			seqs = append(seqs, m.Seq)
+		}
+		got = append(got, seqs)
+	}
+	return fmt.Sprint(got)
+}
+
+// duringLookup runs a function right after each lookup that found nothing
+// pending, before the flusher claims: messages published then have
+// sequences above anything the lookup could see.
+type duringLookup struct {
+	*stream.Pending
+	then func()
+}
+
+func (d duringLookup) FirstPending(ctx context.Context, c chat.Conversation, from uint64) (uint64, int64, error) {
+	seq, epoch, err := d.Pending.FirstPending(ctx, c, from)
+	if err == nil && seq == 0 && d.then != nil {
+		d.then()
+	}
+	return seq, epoch, err
+}
+
+// TestMessagesPublishedDuringTheLookupKeepTheirOrder: the lookup finds
+// nothing of the conversation still stored; before the claim, two more
+// of its messages are published, and another worker appends the later one
+// while the earlier is still held. The claim takes what was settled before
+// the lookup and leaves the later message for after the earlier one.
+func TestMessagesPublishedDuringTheLookupKeepTheirOrder(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := newOrderSetup(ctx, t, natstest.Embedded(t))
+	first := s.publish(ctx, t, alice, 1)
+	s.pending.Saw(s.epoch, 1) // this worker's delivery
+	s.appendAck(ctx, t, alice, first[0])
+
+	var held []jetstream.Msg
+	d := duringLookup{Pending: s.pending}
+	d.then = func() {
+		d.then = nil
+		held = s.publish(ctx, t, alice, 2)
+		s.appendAck(ctx, t, alice, held[1]) // the other worker's
+	}
+	f := s.flusher(t, &d)
+	if res, err := f.Flush(ctx, alice, chat.TriggerManual); err != nil || len(res.BatchIDs) != 1 {
+		t.Fatalf("Flush(manual) = %v, %v; want 1 batch", res, err)
+	}
+	if held == nil {
+		t.Fatal("the flusher made no lookup that found nothing pending")
+	}
+	s.appendAck(ctx, t, alice, held[0])
+	if res, err := f.Flush(ctx, alice, chat.TriggerManual); err != nil || len(res.BatchIDs) != 1 {
+		t.Fatalf("Flush(manual) = %v, %v; want 1 batch", res, err)
+	}
+	if got := s.batches(t); got != "[[1] [2 3]]" {
+		t.Errorf("batches %v; want [[1] [2 3]]", got)
+	}
+}
+
+// TestOrderOnAServerWhoseLookupHidesAMessage: messages 1 to 3 of one
+// conversation and 4 of another; 3 is appended and acked, then 1, while 2
+// is held. On nats-server 2.9.10 the file store's per-subject index now
+// hides message 2 from "next message on this subject" (the lookup from 1
+// finds nothing; a block holding more than one subject is searched through
+// that index): Pending answers from the consumer's ack floor there. On
+// both servers the first batch is [1] alone, and 3 follows 2.
+func TestOrderOnAServerWhoseLookupHidesAMessage(t *testing.T) {
+	for name, start := range map[string]func(testing.TB) *natstest.Server{"embedded": natstest.Embedded, "binary": natstest.Binary} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			srv := start(t)
+			t.Logf("nats-server %s (hides messages: %v)", srv.Version, stream.HidesMessages(srv.Version))
+			s := newOrderSetup(ctx, t, srv)
+			msgs := s.publish(ctx, t, alice, 3)
+			s.publish(ctx, t, bob, 1)
+			s.pending.Saw(s.epoch, 4)
+			s.appendAck(ctx, t, alice, msgs[2])
+			s.appendAck(ctx, t, alice, msgs[0])
+
+			f := s.flusher(t, s.pending)
+			if res, err := f.Flush(ctx, alice, chat.TriggerManual); err != nil || len(res.BatchIDs) != 1 {
+				t.Fatalf("Flush(manual) with message 2 held = %v, %v; want 1 batch", res, err)
+			}
+			s.appendAck(ctx, t, alice, msgs[1])
+			if res, err := f.Flush(ctx, alice, chat.TriggerManual); err != nil || len(res.BatchIDs) != 1 {
+				t.Fatalf("Flush(manual) = %v, %v; want 1 batch", res, err)
+			}
+			if got := s.batches(t); got != "[[1] [2 3]]" {
+				t.Errorf("batches %v; want [[1] [2 3]]", got)
+			}
+		})
 	}
 }

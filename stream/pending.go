@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,16 +20,31 @@ const pendingRefresh = 5 * time.Second
 
 // Pending answers which of a conversation's messages are still stored in
 // CHAT_IN (flush.Pending): one "get message, next by subject" lookup, a
-// direct get where the stream allows it (CHAT_IN does, see Streams). It
-// works on every server chatbuf supports.
+// direct get where the stream allows it (CHAT_IN does, see Streams).
+//
+// On nats-server before 2.10.25 the file store's per-subject index can
+// hide a stored message from that lookup (after a subject's last message
+// is removed while two or more remain). There Pending answers from the
+// worker consumer's ack floor instead: every message at or below it is
+// acked, so the first message above it is the first that may be pending,
+// whatever its subject. Coarser, never wrong.
 type Pending struct {
 	js  jetstream.JetStream
 	cfg Config
 
-	mu    sync.Mutex
-	s     jetstream.Stream
-	epoch int64
-	at    time.Time
+	mu      sync.Mutex
+	s       jetstream.Stream
+	epoch   int64
+	at      time.Time
+	careful bool // the connected server's lookups can hide a message
+
+	seenEpoch int64
+	seen      uint64
+
+	floorMu    sync.Mutex
+	floorEpoch int64
+	floor      uint64
+	floorAt    time.Time
 }
 
 // NewPending returns a Pending on CHAT_IN.
@@ -50,6 +67,27 @@ func (p *Pending) Refresh() {
 	p.mu.Unlock()
 }
 
+// Saw records that CHAT_IN of epoch stores (or stored) the message at seq:
+// the worker calls it for each message delivered, before appending it.
+func (p *Pending) Saw(epoch int64, seq uint64) {
+	p.mu.Lock()
+	if epoch > p.seenEpoch {
+		p.seenEpoch, p.seen = epoch, 0
+	}
+	if epoch == p.seenEpoch && seq > p.seen {
+		p.seen = seq
+	}
+	p.mu.Unlock()
+}
+
+// Seen implements flush.Pending: the highest sequence passed to Saw, with
+// its epoch.
+func (p *Pending) Seen() (int64, uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seenEpoch, p.seen
+}
+
 // stream returns CHAT_IN and its epoch, read again every pendingRefresh.
 // When that read fails, the last answer stands (a stream created again
 // is noticed at the next read that works); with none, it fails.
@@ -67,6 +105,7 @@ func (p *Pending) stream(ctx context.Context) (jetstream.Stream, int64, error) {
 		return nil, 0, fmt.Errorf("stream: info of %s: %w", p.cfg.InStream, err)
 	}
 	p.s, p.epoch, p.at = s, s.CachedInfo().Created.UnixMilli(), time.Now()
+	p.careful = HidesMessages(p.js.Conn().ConnectedServerVersion())
 	return p.s, p.epoch, nil
 }
 
@@ -75,6 +114,16 @@ func (p *Pending) FirstPending(ctx context.Context, c chat.Conversation, from ui
 	s, epoch, err := p.stream(ctx)
 	if err != nil {
 		return 0, 0, err
+	}
+	p.mu.Lock()
+	careful := p.careful
+	p.mu.Unlock()
+	if careful {
+		floor, err := p.ackFloor(ctx, s, epoch)
+		if err != nil {
+			return 0, 0, fmt.Errorf("stream: first pending message of %s: %w", c, err)
+		}
+		return max(from, floor+1), epoch, nil
 	}
 	msg, err := s.GetMsg(ctx, max(from, 1), jetstream.WithGetMsgSubject(p.cfg.In(c)))
 	switch {
@@ -87,4 +136,60 @@ func (p *Pending) FirstPending(ctx context.Context, c chat.Conversation, from ui
 		return 0, 0, fmt.Errorf("stream: first pending message of %s: %w", c, err)
 	}
 	return msg.Sequence, epoch, nil
+}
+
+// ackFloor returns the worker consumer's ack floor (a stream sequence) as
+// of the call: read by this call, or by a read that began after it
+// (concurrent callers share one read).
+func (p *Pending) ackFloor(ctx context.Context, s jetstream.Stream, epoch int64) (uint64, error) {
+	called := time.Now()
+	p.floorMu.Lock()
+	defer p.floorMu.Unlock()
+	if p.floorEpoch == epoch && !p.floorAt.Before(called) {
+		return p.floor, nil
+	}
+	began := time.Now()
+	cons, err := s.Consumer(ctx, p.cfg.Consumer)
+	if err != nil {
+		return 0, fmt.Errorf("ack floor of %s: %w", p.cfg.Consumer, err)
+	}
+	floor := cons.CachedInfo().AckFloor.Stream
+	if p.floorEpoch == epoch {
+		// A consumer created again starts from 0, but what the old one
+		// acked is gone from the work queue.
+		floor = max(floor, p.floor)
+	}
+	p.floorEpoch, p.floor, p.floorAt = epoch, floor, began
+	return floor, nil
+}
+
+// HidesMessages reports whether a nats-server of this version can hide a
+// stored message from a "next message on this subject" lookup: its file
+// store's per-subject index can keep a removed sequence as a subject's
+// first (fixed in 2.10.25). An unknown version counts as current.
+func HidesMessages(version string) bool {
+	v := strings.TrimPrefix(version, "v")
+	if i := strings.IndexAny(v, "-+"); i >= 0 {
+		v = v[:i]
+	}
+	parts := strings.Split(v, ".")
+	if len(parts) < 3 {
+		return false
+	}
+	var n [3]int
+	for i := range n {
+		x, err := strconv.Atoi(parts[i])
+		if err != nil {
+			return false
+		}
+		n[i] = x
+	}
+	switch {
+	case n[0] != 2:
+		return n[0] < 2
+	case n[1] != 10:
+		return n[1] < 10
+	default:
+		return n[2] < 25
+	}
 }

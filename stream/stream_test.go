@@ -130,3 +130,14 @@ func TestSinkFencesOnTheStream(t *testing.T) {
 		}
 	})
 }
+
+func TestHidesMessages(t *testing.T) {
+	for v, want := range map[string]bool{
+		"2.9.10": true, "v2.9.25": true, "2.10.24": true, "2.10.25": false, "2.11.0": false,
+		"2.15.2": false, "2.10.25-RC.1": false, "1.4.1": true, "3.0.0": false, "": false, "dev": false,
+	} {
+		if got := stream.HidesMessages(v); got != want {
+			t.Errorf("HidesMessages(%q) = %v, want %v", v, got, want)
+		}
+	}
+}

@@ -90,6 +90,13 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 	if len(items) == 0 {
 		return
 	}
+	if w.cfg.Pending != nil {
+		var last uint64
+		for _, p := range owners {
+			last = max(last, p.seq)
+		}
+		w.cfg.Pending.Saw(epoch, last)
+	}
 
 	for i, it := range items {
 		w.held.add(it.Conv, it.Key, owners[i].msg)
