@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/internal/redisscript"
 )
 
 // Redis is a Store in Redis. Each state change is one Lua script; AppendBatch
@@ -348,22 +348,12 @@ func (r *Redis) AppendBatch(ctx context.Context, items []Item) ([]Appended, erro
 		}
 		calls[ci] = call
 	}
-	run := func() []redis.Cmder {
-		pipe := r.rdb.Pipeline()
-		for _, call := range calls {
-			pipe.Do(ctx, call...)
-		}
-		cmds, _ := pipe.Exec(ctx) // errors are read per command below
-		return cmds
-	}
-	cmds := run()
-	if slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return isNoScript(c.Err()) }) {
-		// The server lost its script cache (restart, SCRIPT FLUSH). What ran
-		// before is deduplicated on the retry.
-		if err := appendScript.Load(ctx, r.rdb).Err(); err != nil {
-			return nil, fmt.Errorf("buffer: append: load script: %w", err)
-		}
-		cmds = run()
+	// What ran before a NOSCRIPT reload is deduplicated on the rerun.
+	cmds, err := redisscript.Pipelined(ctx, r.rdb, appendScript, len(calls), func(p redis.Pipeliner, i int) *redis.Cmd {
+		return p.Do(ctx, calls[i]...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("buffer: append: %w", err)
 	}
 	if r.cfg.WaitReplicas > 0 {
 		if err := r.waitReplicas(ctx, items); err != nil {
@@ -373,7 +363,7 @@ func (r *Redis) AppendBatch(ctx context.Context, items []Item) ([]Appended, erro
 
 	out := make([]Appended, len(items))
 	for ci, chunk := range chunks {
-		cmd := cmds[ci].(*redis.Cmd)
+		cmd := cmds[ci]
 		if err := cmd.Err(); err != nil {
 			if StoreWide(err) {
 				return nil, fmt.Errorf("buffer: append: %w", err)
@@ -522,11 +512,6 @@ func groupByConversation(items []Item) [][]int {
 // groupMaps are groupByConversation's maps, reused: an append batch of a
 // few hundred conversations would otherwise build one each time.
 var groupMaps = sync.Pool{New: func() any { return map[chat.Conversation]int{} }}
-
-func isNoScript(err error) bool {
-	var rerr redis.Error
-	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "NOSCRIPT")
-}
 
 // claimScript returns the in-flight batch, or claims a new one (see Want).
 //
@@ -720,24 +705,11 @@ func claimResult(c chat.Conversation, v []any, err error) (Batch, error) {
 
 // ClaimMany implements ManyStore: one pipelined round trip.
 func (r *Redis) ClaimMany(ctx context.Context, reqs []ClaimReq) ([]Batch, []error, error) {
-	run := func() ([]*redis.Cmd, error) {
-		pipe := r.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(reqs))
-		for i, q := range reqs {
-			keys, args := r.claimArgs(q.Conv, q.Fence, q.Want)
-			cmds[i] = claimScript.EvalSha(ctx, pipe, keys, args...)
-		}
-		_, err := pipe.Exec(ctx)
-		return cmds, err
-	}
-	cmds, err := run()
-	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return isNoScript(c.Err()) }) {
-		if err := claimScript.Load(ctx, r.rdb).Err(); err != nil {
-			return nil, nil, fmt.Errorf("buffer: claim: load script: %w", err)
-		}
-		cmds, err = run()
-	}
-	if err != nil && !errors.As(err, new(redis.Error)) {
+	cmds, err := redisscript.Pipelined(ctx, r.rdb, claimScript, len(reqs), func(p redis.Pipeliner, i int) *redis.Cmd {
+		keys, args := r.claimArgs(reqs[i].Conv, reqs[i].Fence, reqs[i].Want)
+		return claimScript.EvalSha(ctx, p, keys, args...)
+	})
+	if err != nil {
 		return nil, nil, fmt.Errorf("buffer: claim many: %w", err)
 	}
 	batches, errs := make([]Batch, len(reqs)), make([]error, len(reqs))
@@ -847,24 +819,11 @@ func commitResult(c chat.Conversation, n int64, err error) (int64, error) {
 
 // CommitMany implements ManyStore: one pipelined round trip.
 func (r *Redis) CommitMany(ctx context.Context, reqs []CommitReq) ([]int64, []error, error) {
-	run := func() ([]*redis.Cmd, error) {
-		pipe := r.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(reqs))
-		for i, q := range reqs {
-			keys, args := r.commitArgs(q)
-			cmds[i] = commitScript.EvalSha(ctx, pipe, keys, args...)
-		}
-		_, err := pipe.Exec(ctx)
-		return cmds, err
-	}
-	cmds, err := run()
-	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return isNoScript(c.Err()) }) {
-		if err := commitScript.Load(ctx, r.rdb).Err(); err != nil {
-			return nil, nil, fmt.Errorf("buffer: commit: load script: %w", err)
-		}
-		cmds, err = run()
-	}
-	if err != nil && !errors.As(err, new(redis.Error)) {
+	cmds, err := redisscript.Pipelined(ctx, r.rdb, commitScript, len(reqs), func(p redis.Pipeliner, i int) *redis.Cmd {
+		keys, args := r.commitArgs(reqs[i])
+		return commitScript.EvalSha(ctx, p, keys, args...)
+	})
+	if err != nil {
 		return nil, nil, fmt.Errorf("buffer: commit many: %w", err)
 	}
 	left, errs := make([]int64, len(reqs)), make([]error, len(reqs))

@@ -6,8 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
@@ -15,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/internal/redisscript"
 )
 
 // Redis is a Locker on Redis: a redsync mutex per conversation, and a
@@ -113,25 +112,19 @@ func (r *Redis) TryLockMany(ctx context.Context, cs []chat.Conversation) ([]Lock
 	// is a deadline on the real one, as redsync's is (work under the lock
 	// runs with a context that ends there).
 	now, start := r.now(), time.Now()
-	pipe := r.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(cs))
-	for i, c := range cs {
+	for i := range cs {
 		v, err := randomValue()
 		if err != nil {
 			return nil, err
 		}
 		values[i] = v
-		cmds[i] = lockManyScript.EvalSha(ctx, pipe, []string{r.keys.Lock(c), r.keys.Fence(c)},
-			v, r.expiry.Milliseconds(), now.UnixMilli(), fenceTTL.Milliseconds())
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !isNoScript(err) && !errors.As(err, new(redis.Error)) {
+	cmds, err := redisscript.Pipelined(ctx, r.rdb, lockManyScript, len(cs), func(p redis.Pipeliner, i int) *redis.Cmd {
+		return lockManyScript.EvalSha(ctx, p, []string{r.keys.Lock(cs[i]), r.keys.Fence(cs[i])},
+			values[i], r.expiry.Milliseconds(), now.UnixMilli(), fenceTTL.Milliseconds())
+	})
+	if err != nil {
 		return nil, fmt.Errorf("locking: lock many: %w", err)
-	}
-	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return isNoScript(c.Err()) }) {
-		if err := lockManyScript.Load(ctx, r.rdb).Err(); err != nil {
-			return nil, fmt.Errorf("locking: load script: %w", err)
-		}
-		return r.TryLockMany(ctx, cs)
 	}
 	// As redsync does: the lock is good until its expiry less the time
 	// taken and a 1% drift allowance.
@@ -178,24 +171,10 @@ func (r *Redis) UnlockMany(ctx context.Context, locks []Lock) error {
 	if len(held) == 0 {
 		return nil
 	}
-	run := func() ([]*redis.Cmd, error) {
-		pipe := r.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(held))
-		for i, rl := range held {
-			cmds[i] = unlockScript.EvalSha(ctx, pipe, []string{rl.m.Name()}, rl.m.Value())
-		}
-		_, err := pipe.Exec(ctx)
-		return cmds, err
-	}
-	cmds, err := run()
-	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return isNoScript(c.Err()) }) {
-		// The server lost its script cache: none of them ran.
-		if err := unlockScript.Load(ctx, r.rdb).Err(); err != nil {
-			return fmt.Errorf("locking: load script: %w", err)
-		}
-		cmds, err = run()
-	}
-	if err != nil && !errors.As(err, new(redis.Error)) {
+	cmds, err := redisscript.Pipelined(ctx, r.rdb, unlockScript, len(held), func(p redis.Pipeliner, i int) *redis.Cmd {
+		return unlockScript.EvalSha(ctx, p, []string{held[i].m.Name()}, held[i].m.Value())
+	})
+	if err != nil {
 		return fmt.Errorf("locking: unlock many: %w", err)
 	}
 	lost := false
@@ -218,10 +197,6 @@ func randomValue() (string, error) {
 		return "", fmt.Errorf("locking: random value: %w", err)
 	}
 	return base64.StdEncoding.EncodeToString(b), nil
-}
-
-func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
 }
 
 type redisLock struct {

@@ -1,0 +1,54 @@
+// Package redisscript runs many calls of one Lua script in one pipelined
+// round trip, as buffer and locking do for their batched operations.
+package redisscript
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Pipelined runs n calls of s in one pipeline: queue(p, i) adds call i to p
+// (s.EvalSha, or an "evalsha" command built by hand) and returns its
+// command. When the server answers NOSCRIPT to any call (it lost its script
+// cache: a restart, SCRIPT FLUSH, a failover to a replica that never loaded
+// it), Pipelined loads s and runs all n calls again, so a script run this
+// way must be safe to repeat.
+//
+// Each call's reply or error is in its command. The error returned is the
+// failure to load s, or an error of the pipeline that is not a reply
+// (network, timeout, closed client); error replies are left to the
+// commands.
+func Pipelined(ctx context.Context, rdb redis.UniversalClient, s *redis.Script, n int, queue func(p redis.Pipeliner, i int) *redis.Cmd) ([]*redis.Cmd, error) {
+	run := func() ([]*redis.Cmd, error) {
+		pipe := rdb.Pipeline()
+		cmds := make([]*redis.Cmd, n)
+		for i := range n {
+			cmds[i] = queue(pipe, i)
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := run()
+	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return isNoScript(c.Err()) }) {
+		if err := s.Load(ctx, rdb).Err(); err != nil {
+			return nil, fmt.Errorf("load script: %w", err)
+		}
+		cmds, err = run()
+	}
+	if err != nil && !errors.As(err, new(redis.Error)) {
+		return nil, err
+	}
+	return cmds, nil
+}
+
+// isNoScript reports whether err is Redis's NOSCRIPT reply: EVALSHA of a
+// script the server does not hold.
+func isNoScript(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "NOSCRIPT")
+}
