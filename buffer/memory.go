@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opencontext/chatbuf/chat"
+	"github.com/opencontext/chatbuf/internal/indexheap"
 )
 
 // Memory is a Store in process memory with the same semantics as Redis, for
@@ -27,7 +28,7 @@ type Memory struct {
 
 	mu    chan struct{} // a mutex that honours ctx
 	convs map[chat.Conversation]*memConv
-	due   dueHeap
+	due   *indexheap.Heap[*memConv] // conversations with a buffer or a batch in flight, by due score
 	// seenLog holds every remembered dedupe key in the order seen, from
 	// seenHead on: entries past the dedupe window are forgotten from the
 	// front on each append and each Due (the sweep), so that idle
@@ -74,7 +75,8 @@ type seenEntry struct {
 
 // NewMemory returns an empty in-memory Store.
 func NewMemory(cfg Config, mcfg ...MemoryConfig) *Memory {
-	m := &Memory{cfg: cfg.withDefaults(), mu: make(chan struct{}, 1), convs: map[chat.Conversation]*memConv{}}
+	m := &Memory{cfg: cfg.withDefaults(), mu: make(chan struct{}, 1), convs: map[chat.Conversation]*memConv{},
+		due: indexheap.New(dueBefore, func(s *memConv) *int { return &s.dueIdx })}
 	if len(mcfg) > 0 {
 		m.mcfg = mcfg[0]
 	}
@@ -143,7 +145,7 @@ func (m *Memory) AppendBatch(ctx context.Context, items []Item) ([]Appended, err
 		s.last = now
 		if s.dueIdx < 0 {
 			s.dueScore = rec.ReceivedMS
-			heap.Push(&m.due, s)
+			heap.Push(m.due, s)
 		}
 		out[i] = Appended{Len: int64(len(s.buffer)), Held: m.mcfg.Hold}
 	}
@@ -364,9 +366,9 @@ func (m *Memory) commit(ctx context.Context, c chat.Conversation, fence, token i
 		}
 		s.dueScore = head.ReceivedMS
 		if s.dueIdx < 0 {
-			heap.Push(&m.due, s)
+			heap.Push(m.due, s)
 		} else {
-			heap.Fix(&m.due, s.dueIdx)
+			heap.Fix(m.due, s.dueIdx)
 		}
 	}
 	return int64(len(s.buffer)), released, nil
@@ -374,7 +376,7 @@ func (m *Memory) commit(ctx context.Context, c chat.Conversation, fence, token i
 
 func (m *Memory) removeDue(s *memConv) {
 	if s.dueIdx >= 0 {
-		heap.Remove(&m.due, s.dueIdx)
+		heap.Remove(m.due, s.dueIdx)
 	}
 }
 
@@ -389,19 +391,19 @@ func (m *Memory) Due(ctx context.Context, before time.Time, limit int) ([]chat.C
 	var out []chat.Conversation
 	// Candidates are heap positions, kept as a small heap ordered like the
 	// due heap; a node's children become candidates once it is taken.
-	cand := &posHeap{h: &m.due}
-	if len(m.due) > 0 {
+	cand := &posHeap{h: m.due}
+	if len(m.due.Items) > 0 {
 		heap.Push(cand, 0)
 	}
 	for cand.Len() > 0 && len(out) < limit {
 		i := heap.Pop(cand).(int)
-		s := m.due[i]
+		s := m.due.Items[i]
 		if s.dueScore >= cut {
 			break
 		}
 		out = append(out, s.c)
 		for _, child := range [2]int{2*i + 1, 2*i + 2} {
-			if child < len(m.due) {
+			if child < len(m.due.Items) {
 				heap.Push(cand, child)
 			}
 		}
@@ -438,10 +440,10 @@ func (m *Memory) Oldest(ctx context.Context) (time.Time, bool, error) {
 		return time.Time{}, false, err
 	}
 	defer m.unlock()
-	if len(m.due) == 0 {
+	if len(m.due.Items) == 0 {
 		return time.Time{}, false, nil
 	}
-	return time.UnixMilli(m.due[0].dueScore), true, nil
+	return time.UnixMilli(m.due.Items[0].dueScore), true, nil
 }
 
 // Len implements Store.
@@ -456,37 +458,17 @@ func (m *Memory) Len(ctx context.Context, c chat.Conversation) (int64, error) {
 	return 0, nil
 }
 
-// dueHeap is a min-heap of conversations by due score.
-type dueHeap []*memConv
-
-func (h dueHeap) Len() int { return len(h) }
-func (h dueHeap) Less(i, j int) bool {
-	if h[i].dueScore != h[j].dueScore {
-		return h[i].dueScore < h[j].dueScore
+// dueBefore orders the due heap: by due score, then by tag.
+func dueBefore(a, b *memConv) bool {
+	if a.dueScore != b.dueScore {
+		return a.dueScore < b.dueScore
 	}
-	return h[i].c.Tag() < h[j].c.Tag()
-}
-func (h dueHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].dueIdx, h[j].dueIdx = i, j
-}
-func (h *dueHeap) Push(x any) {
-	s := x.(*memConv)
-	s.dueIdx = len(*h)
-	*h = append(*h, s)
-}
-func (h *dueHeap) Pop() any {
-	old := *h
-	s := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	s.dueIdx = -1
-	return s
+	return a.c.Tag() < b.c.Tag()
 }
 
-// posHeap orders positions of a dueHeap by their entries.
+// posHeap orders positions of the due heap by their entries.
 type posHeap struct {
-	h   *dueHeap
+	h   *indexheap.Heap[*memConv]
 	pos []int
 }
 
@@ -588,9 +570,9 @@ func (m *Memory) fixDue(s *memConv) {
 		s.dueScore = r.ReceivedMS
 	}
 	if s.dueIdx < 0 {
-		heap.Push(&m.due, s)
+		heap.Push(m.due, s)
 	} else {
-		heap.Fix(&m.due, s.dueIdx)
+		heap.Fix(m.due, s.dueIdx)
 	}
 }
 

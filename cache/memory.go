@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/opencontext/chatbuf/internal/indexheap"
 )
 
 // Memory is a Cache in process memory with Redis semantics. Expired keys
@@ -21,7 +23,7 @@ type Memory struct {
 
 	mu   sync.Mutex
 	data map[string]*item
-	exp  expiryHeap // items with a deadline, soonest first
+	exp  *indexheap.Heap[*item] // items with a deadline, soonest first
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -57,8 +59,10 @@ func NewMemory(cfg Config) *Memory {
 		prefix: cfg.Prefix,
 		now:    cfg.Now,
 		data:   make(map[string]*item),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		exp: indexheap.New(func(a, b *item) bool { return a.expireAt.Before(b.expireAt) },
+			func(it *item) *int { return &it.index }),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
 	}
 	go m.run(cfg.SweepInterval)
 	return m
@@ -83,8 +87,8 @@ func (m *Memory) sweep() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	for len(m.exp) > 0 && now.After(m.exp[0].expireAt) {
-		m.remove(m.exp[0])
+	for len(m.exp.Items) > 0 && now.After(m.exp.Items[0].expireAt) {
+		m.remove(m.exp.Items[0])
 	}
 }
 
@@ -93,7 +97,7 @@ func (m *Memory) flush() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	clear(m.data)
-	m.exp = nil
+	m.exp.Items = nil
 }
 
 // Close stops the sweeper. The cache stays usable; expired keys are then
@@ -150,7 +154,7 @@ func (m *Memory) create(key string, k kind) (*item, error) {
 func (m *Memory) remove(it *item) {
 	delete(m.data, it.key)
 	if it.index >= 0 {
-		heap.Remove(&m.exp, it.index)
+		heap.Remove(m.exp, it.index)
 	}
 }
 
@@ -165,12 +169,12 @@ func (m *Memory) setExpiry(it *item, at time.Time) {
 	it.expireAt = at
 	switch {
 	case at.IsZero() && it.index >= 0:
-		heap.Remove(&m.exp, it.index)
+		heap.Remove(m.exp, it.index)
 	case at.IsZero():
 	case it.index >= 0:
-		heap.Fix(&m.exp, it.index)
+		heap.Fix(m.exp, it.index)
 	default:
-		heap.Push(&m.exp, it)
+		heap.Push(m.exp, it)
 	}
 }
 
@@ -585,27 +589,4 @@ func (m *Memory) Unlock(_ context.Context, name, owner string) (bool, error) {
 	}
 	m.remove(it)
 	return true, nil
-}
-
-// expiryHeap orders items by deadline (container/heap).
-type expiryHeap []*item
-
-func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].expireAt.Before(h[j].expireAt) }
-func (h expiryHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-func (h *expiryHeap) Push(x any) {
-	it := x.(*item)
-	it.index = len(*h)
-	*h = append(*h, it)
-}
-func (h *expiryHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	old[len(old)-1] = nil
-	it.index = -1
-	*h = old[:len(old)-1]
-	return it
 }

@@ -52,7 +52,7 @@ func TestMemoryConformance(t *testing.T) {
 func (m *Memory) size() (keys, deadlines int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.data), len(m.exp)
+	return len(m.data), len(m.exp.Items)
 }
 
 // Expired keys are reclaimed without anyone reading them.
