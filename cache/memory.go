@@ -437,21 +437,7 @@ func (m *Memory) HGetAll(_ context.Context, key string) (map[string]string, erro
 }
 
 func (m *Memory) HDel(_ context.Context, key string, fields ...string) (int64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	it, err := m.typed(key, kindHash)
-	if it == nil {
-		return 0, err
-	}
-	var n int64
-	for _, f := range fields {
-		if _, ok := it.hash[f]; ok {
-			delete(it.hash, f)
-			n++
-		}
-	}
-	m.removeIfEmpty(it)
-	return n, nil
+	return removeFrom(m, key, kindHash, func(it *item) map[string]string { return it.hash }, fields)
 }
 
 func (m *Memory) SAdd(_ context.Context, key string, members ...string) (int64, error) {
@@ -475,16 +461,23 @@ func (m *Memory) SAdd(_ context.Context, key string, members ...string) (int64, 
 }
 
 func (m *Memory) SRem(_ context.Context, key string, members ...string) (int64, error) {
+	return removeFrom(m, key, kindSet, func(it *item) map[string]struct{} { return it.set }, members)
+}
+
+// removeFrom removes names from the hash or set at key (elems gives its
+// map), deletes the key once it is empty, and counts what it removed.
+func removeFrom[V any](m *Memory, key string, k kind, elems func(*item) map[string]V, names []string) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	it, err := m.typed(key, kindSet)
+	it, err := m.typed(key, k)
 	if it == nil {
 		return 0, err
 	}
+	e := elems(it)
 	var n int64
-	for _, v := range members {
-		if _, ok := it.set[v]; ok {
-			delete(it.set, v)
+	for _, name := range names {
+		if _, ok := e[name]; ok {
+			delete(e, name)
 			n++
 		}
 	}
