@@ -1,12 +1,3 @@
-// Package cache is a small key-value cache layer with strings, lists,
-// hashes, sets, counters and a lock, backed by Redis (Redis), by process
-// memory (Memory), or by Redis with an automatic fall back to memory while
-// Redis is unreachable (Fallback).
-//
-// Keys are given unprefixed and stored under Config.Prefix. A miss is never
-// an error in disguise: it is ErrMiss, and every other failure is a wrapped
-// error of its own (ErrUnavailable, ErrWrongType, ...), to be told apart with
-// errors.Is.
 package cache
 
 import (
