@@ -26,6 +26,17 @@ type inspector struct {
 	now    time.Time
 }
 
+func (a *app) inspector() (*inspector, error) {
+	rdb, err := a.redis()
+	if err != nil {
+		return nil, err
+	}
+	return &inspector{rdb: rdb, keys: a.cfg.keys(), maxAge: a.cfg.maxAge(), now: a.now()}, nil
+}
+
+// pageSize is how many due index entries one round trip reads.
+const pageSize = 500
+
 // dueKeys lists the due index keys.
 func (in *inspector) dueKeys(ctx context.Context) ([]string, error) {
 	if _, ok := in.rdb.(*redis.ClusterClient); !ok {
