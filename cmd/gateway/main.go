@@ -11,9 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,18 +22,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cfg, err := loadConfig(shared.Environ())
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "gateway: bad configuration:\n%v\n", err)
-		os.Exit(2)
-	}
-	log := shared.NewLogger(cfg.LogLevel)
-	if err := run(ctx, cfg, log); err != nil {
-		log.Error("gateway: exiting", "error", err)
-		os.Exit(1)
-	}
+	shared.Main("gateway", loadConfig, func(c config) string { return c.LogLevel }, run)
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {

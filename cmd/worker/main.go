@@ -8,10 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"os/signal"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,18 +28,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cfg, err := loadConfig(shared.Environ())
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "worker: bad configuration:\n%v\n", err)
-		os.Exit(2)
-	}
-	log := shared.NewLogger(cfg.LogLevel)
-	if err := run(ctx, cfg, log); err != nil {
-		log.Error("worker: exiting", "error", err)
-		os.Exit(1)
-	}
+	shared.Main("worker", loadConfig, func(c config) string { return c.LogLevel }, run)
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {

@@ -1,9 +1,13 @@
 package config
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 )
 
 // Environ returns the process environment as a map, for env.ParseAsWithOptions.
@@ -26,4 +30,24 @@ func NewLogger(level string) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// Main runs a long-running command: load reads its configuration from the
+// environment (an error exits 2 after printing it), and run serves with a
+// logger at the configuration's level (level returns it) until SIGINT or
+// SIGTERM ends ctx (an error exits 1 after logging it).
+func Main[C any](name string, load func(env map[string]string) (C, error), level func(C) string,
+	run func(ctx context.Context, cfg C, log *slog.Logger) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := load(Environ())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: bad configuration:\n%v\n", name, err)
+		os.Exit(2)
+	}
+	log := NewLogger(level(cfg))
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error(name+": exiting", "error", err)
+		os.Exit(1)
+	}
 }

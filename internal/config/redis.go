@@ -1,7 +1,8 @@
 // Package config holds what the commands share to reach Redis (the client
-// built from the REDIS_* variables) and the duration syntax of their
-// variables. NATS's counterpart is internal/natsconn. Only cmd/* reads the
-// environment; this package takes the values it read.
+// built from the REDIS_* variables), the duration syntax of their
+// variables, the environment as a map, the logger, and the start of the
+// long-running commands (Main: configuration, logger, signals). NATS's
+// counterpart is internal/natsconn.
 package config
 
 import (
