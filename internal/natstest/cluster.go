@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -287,26 +286,8 @@ func logTail(dir string) string {
 func (nd *clusterNode) kill() {
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
-	switch {
-	case nd.srv != nil:
-		nd.srv.Shutdown()
-		nd.srv.WaitForShutdown()
-		nd.srv = nil
-	case nd.cmd != nil:
-		_ = nd.cmd.Process.Kill()
-		<-nd.done
-		for _, p := range []int{nd.port, nd.routePort, nd.httpPort} {
-			for {
-				conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), 100*time.Millisecond)
-				if err != nil {
-					break
-				}
-				conn.Close()
-				time.Sleep(10 * time.Millisecond)
-			}
-		}
-		nd.cmd, nd.done = nil, nil
-	}
+	stopServer(nd.srv, nd.cmd, nd.done, nd.port, nd.routePort, nd.httpPort)
+	nd.srv, nd.cmd, nd.done = nil, nil, nil
 }
 
 func (nd *clusterNode) running() bool {

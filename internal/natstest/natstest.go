@@ -179,22 +179,33 @@ func (b *lockedBuffer) String() string {
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	stopServer(s.embedded, s.cmd, nil, s.Port)
+	s.embedded, s.cmd = nil, nil
+}
+
+// stopServer stops a server, embedded or the binary cmd (with SIGKILL; done,
+// when not nil, is closed once cmd has exited), and waits until nothing
+// listens on its ports.
+func stopServer(embedded *server.Server, cmd *exec.Cmd, done <-chan struct{}, ports ...int) {
 	switch {
-	case s.embedded != nil:
-		s.embedded.Shutdown()
-		s.embedded.WaitForShutdown()
-		s.embedded = nil
-	case s.cmd != nil:
-		_ = s.cmd.Process.Kill()
-		for {
-			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.Port), 100*time.Millisecond)
-			if err != nil {
-				break
-			}
-			c.Close()
-			time.Sleep(10 * time.Millisecond)
+	case embedded != nil:
+		embedded.Shutdown()
+		embedded.WaitForShutdown()
+	case cmd != nil:
+		_ = cmd.Process.Kill()
+		if done != nil {
+			<-done
 		}
-		s.cmd = nil
+		for _, p := range ports {
+			for {
+				c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), 100*time.Millisecond)
+				if err != nil {
+					break
+				}
+				c.Close()
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
 	}
 }
 
