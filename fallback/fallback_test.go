@@ -41,7 +41,7 @@ func TestOutageAndRecovery(t *testing.T) {
 	sink := stream.NewSink(js, cfg)
 	side := func(store buffer.Store, locker locking.Locker) fallback.Side {
 		f := flush.New(store, locker, sink, flush.Config{BatchSize: size, MaxAge: time.Hour})
-		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0, 0)}
+		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0)}
 	}
 	var w *worker.Worker
 	mem := buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func(c chat.Conversation, keys []string) { w.Release(c, keys) }})
@@ -338,7 +338,7 @@ func newFixture(t *testing.T, sharedCfg buffer.Config) fixture {
 	sink := stream.NewSink(f.js, f.cfg)
 	side := func(store buffer.Store, locker locking.Locker) fallback.Side {
 		fl := flush.New(store, locker, sink, flush.Config{BatchSize: size, MaxAge: time.Hour})
-		return fallback.Side{Store: store, Locker: locker, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0, 0)}
+		return fallback.Side{Store: store, Locker: locker, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0)}
 	}
 	f.shared = buffer.NewRedis(rdb, sharedCfg)
 	f.mem = buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true, OnRelease: func(chat.Conversation, []string) {}})

@@ -252,7 +252,7 @@ func TestSweeperFlushesOldBuffers(t *testing.T) {
 	sink := newSink()
 	f := flush.New(store, locking.NewRedis(srv.Client(t), locking.Config{Now: clock.Now}), sink,
 		flush.Config{BatchSize: 10, MaxAge: 5 * time.Minute, Now: clock.Now})
-	sw := flush.NewSweeper(f, time.Second, 100)
+	sw := flush.NewSweeper(f, 100)
 	app := newAppender()
 	bob := chat.Conversation{User: "bob", Device: "d", Agent: "a"}
 	app.append(t, store, alice, 3, clock.Now())
@@ -381,7 +381,7 @@ func TestSweepTakesFurtherPages(t *testing.T) {
 		app.append(t, store, chat.Conversation{User: fmt.Sprintf("u%d", i), Device: "d", Agent: "a"}, 2, clock.Now())
 	}
 	clock.Advance(2 * time.Minute)
-	n, err := flush.NewSweeper(f, time.Second, 2).Sweep(ctx)
+	n, err := flush.NewSweeper(f, 2).Sweep(ctx)
 	if err != nil || n != 5 {
 		t.Fatalf("Sweep with a page of 2 = %d batches, %v; want all 5 old buffers", n, err)
 	}

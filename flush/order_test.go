@@ -169,7 +169,7 @@ func TestTriggers(t *testing.T) {
 	if _, err := f.Flush(ctx, big, chat.TriggerSize); err != nil {
 		t.Fatal(err)
 	}
-	sweeper := flush.NewSweeper(f, 0, 0)
+	sweeper := flush.NewSweeper(f, 0)
 	clock.Advance(30 * time.Second)
 	if n, err := sweeper.Sweep(ctx); err != nil || n != 0 {
 		t.Fatalf("Sweep before idle = %d, %v; want 0 batches", n, err)

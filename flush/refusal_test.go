@@ -230,11 +230,14 @@ func TestStreamFullForAWhileLosesNothing(t *testing.T) {
 
 	sweepCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	sw := flush.NewSweeper(f, 20*time.Millisecond, 0)
+	sw := flush.NewSweeper(f, 0)
 	done := make(chan struct{})
-	go func() {
+	go func() { // a sweep every 20ms, as the worker's loop runs them
 		defer close(done)
-		_ = sw.Run(sweepCtx)
+		for sweepCtx.Err() == nil {
+			_, _ = sw.Sweep(sweepCtx)
+			time.Sleep(20 * time.Millisecond)
+		}
 	}()
 	go func() { // size flushes keep coming, as appends would trigger them
 		for sweepCtx.Err() == nil {
@@ -302,7 +305,7 @@ func TestRefusedPastTheLimitIsDeadLetteredAndReplays(t *testing.T) {
 	rig.limitFlushed(t, 1)
 	app.append(t, rig.store, alice, 20, clock.Now())
 
-	sw := flush.NewSweeper(f, 0, 0)
+	sw := flush.NewSweeper(f, 0)
 	steps := 0
 	for steps = 0; steps < 200; steps++ {
 		if _, err := sw.Sweep(ctx); err != nil && flush.DropRefused(err) != nil {

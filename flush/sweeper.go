@@ -3,51 +3,30 @@ package flush
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"time"
 
 	"github.com/opencontext/chatbuf/chat"
 )
 
-// DefaultSweepInterval is how often a Sweeper looks for old buffers.
+// DefaultSweepInterval is how often a worker sweeps (Sweeper.Sweep) by
+// default.
 const DefaultSweepInterval = time.Second
 
 // Sweeper flushes buffers whose oldest message is older than MaxAge, so that
-// no message waits for a full buffer forever.
+// no message waits for a full buffer forever. Its caller runs a pass
+// (Sweep) every sweep interval: the worker's loop.
 type Sweeper struct {
-	f        *Flusher
-	interval time.Duration
-	limit    int
+	f     *Flusher
+	limit int
 }
 
-// NewSweeper returns a Sweeper that checks the due index every interval
-// (DefaultSweepInterval when zero) and flushes up to limit conversations per
+// NewSweeper returns a Sweeper that flushes up to limit conversations per
 // pass (1000 when zero).
-func NewSweeper(f *Flusher, interval time.Duration, limit int) *Sweeper {
-	if interval <= 0 {
-		interval = DefaultSweepInterval
-	}
+func NewSweeper(f *Flusher, limit int) *Sweeper {
 	if limit <= 0 {
 		limit = 1000
 	}
-	return &Sweeper{f: f, interval: interval, limit: limit}
-}
-
-// Run sweeps every interval until ctx is done; it returns nil then.
-func (s *Sweeper) Run(ctx context.Context) error {
-	t := time.NewTicker(s.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			// Refused batches are logged where they are refused, rate-limited.
-			if _, err := s.Sweep(ctx); DropRefused(err) != nil && ctx.Err() == nil {
-				s.f.cfg.Logger.Warn("flush: sweep failed", slog.Any("error", DropRefused(err)))
-			}
-		}
-	}
+	return &Sweeper{f: f, limit: limit}
 }
 
 // sweepGroup is how many conversations one FlushMany of a sweep takes, and

@@ -84,7 +84,7 @@ func (e *env) startWorkerWith(t *testing.T, o workerOpts) (_ *worker.Worker, sto
 	pending := stream.NewPending(js, e.cfg)
 	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg),
 		flush.Config{BatchSize: o.batchSize, MaxAge: o.maxAge, Pending: pending})
-	bufs := worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0, 0)}
+	bufs := worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0)}
 	wjs := js
 	if e.wrap != nil {
 		wjs = e.wrap(js)
@@ -687,7 +687,7 @@ func TestQueuedMessagesOutliveAckWait(t *testing.T) {
 	rdb := e.redis.Client(t)
 	store := buffer.NewRedis(rdb, buffer.Config{})
 	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg), flush.Config{BatchSize: size, MaxAge: time.Hour})
-	bufs := &slowBuffers{Direct: worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0, 0)}, stall: 5 * time.Second}
+	bufs := &slowBuffers{Direct: worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0)}, stall: 5 * time.Second}
 	ready := make(chan struct{})
 	w := worker.New(nc, js, bufs, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 1, AppendBatch: 2,
 		OnReady: func() { close(ready) }})

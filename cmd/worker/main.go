@@ -165,7 +165,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		fc.Logger = fc.Logger.With("store", name)
 		f := flush.New(store, locker, sink, fc)
 		flushers = append(flushers, f)
-		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0, 0)}
+		return fallback.Side{Store: store, Locker: locker, Flusher: f, Sweeper: flush.NewSweeper(f, 0)}
 	}
 	var w *worker.Worker
 	release := func(c chat.Conversation, keys []string) { w.Release(c, keys) }
