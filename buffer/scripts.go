@@ -142,8 +142,7 @@ const convsPerScript = 64
 // ARGV[7] -> TTL, ms
 // ARGV[8] -> the conversation's tag
 // ARGV[9] -> now, µs: the floor of a new token
-// ARGV[10] -> 1: claim only records at or before (ARGV[11], ARGV[12]); 2: the same, and
-//              that limit is settled (Want.Settled); 0: any
+// ARGV[10] -> 0: any; 1: claim only records at or before (ARGV[11], ARGV[12]); 2: that, settled (Want.Settled)
 // ARGV[11], ARGV[12] -> that epoch and seq
 // ARGV[13] -> most bytes of the records' costs (0: no ceiling)
 // ARGV[14] -> claim a partial batch when the last append was before this, ms (0: never)
