@@ -156,3 +156,50 @@ func TestRedisWaitReplicas(t *testing.T) {
 		t.Errorf("AppendBatch without a replica: %v, want a replicas error", err)
 	}
 }
+
+// A buffer and its dedupe keys live at least CHAT_BUFFER_TTL and the dedupe
+// window after each append, but an append renews a TTL only once it fell
+// below that: back-to-back appends write no PEXPIRE (under persistence each
+// write is appended to the AOF).
+func TestRedisAppendRenewsTTLsOnlyWhenLow(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	const ttl, window = 2 * time.Second, 3 * time.Second
+	s := buffer.NewRedis(rdb, buffer.Config{TTL: ttl, DedupeWindow: window})
+	k := chat.NewKeys("")
+	pexpires := func() int {
+		t.Helper()
+		info, err := rdb.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(info, "\n") {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_pexpire:calls="); ok {
+				n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+				return n
+			}
+		}
+		return 0
+	}
+	atLeast := func(when string, key string, min time.Duration) {
+		t.Helper()
+		if got := rdb.PTTL(ctx, key).Val(); got < min || got > min+min/8 {
+			t.Errorf("%s: PTTL(%s) = %v, want between %v and %v", when, key, got, min, min+min/8)
+		}
+	}
+	fill(t, s, alice, 1, 1, time.Now())
+	atLeast("after the first append", k.Buffer(alice), ttl)
+	atLeast("after the first append", k.Dedupe(alice), window)
+	before := pexpires()
+	fill(t, s, alice, 2, 3, time.Now())
+	if n := pexpires() - before; n != 0 {
+		t.Errorf("back-to-back append wrote %d PEXPIREs, want 0", n)
+	}
+	time.Sleep(max(ttl, window)/8 + 100*time.Millisecond) // both TTLs fall below their floor
+	fill(t, s, alice, 4, 4, time.Now())
+	if n := pexpires() - before; n != 2 {
+		t.Errorf("append after the TTLs fell below their floor wrote %d PEXPIREs, want 2", n)
+	}
+	atLeast("after the renewing append", k.Buffer(alice), ttl)
+	atLeast("after the renewing append", k.Dedupe(alice), window)
+}
