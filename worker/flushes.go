@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,9 +17,15 @@ import (
 	"github.com/opencontext/chatbuf/stream"
 )
 
-// busyRetry is how soon a size flush that found the conversation locked is
-// tried again: the lock holder may have finished before our append landed.
-const busyRetry = 20 * time.Millisecond
+// busyRetry is how soon a size flush that found the conversation locked, or
+// an earlier message still on its way, is tried again: the lock holder may
+// have finished before our append landed. Each further retry of the same
+// conversation waits twice as long, up to maxBusyRetry, so that a message
+// held for CHAT_ACK_WAIT does not make its conversation's flush spin.
+const (
+	busyRetry    = 20 * time.Millisecond
+	maxBusyRetry = time.Second
+)
 
 // flushQueue runs size flushes on a bounded set of goroutines, in groups
 // (FlushMany), at most one queued entry per conversation.
@@ -28,6 +35,7 @@ type flushQueue struct {
 
 	mu      sync.Mutex
 	pending map[chat.Conversation]chat.Trigger // size or end
+	retries map[chat.Conversation]int          // retries in a row, while busy
 	done    chan struct{}
 	closed  bool
 }
@@ -37,6 +45,7 @@ func newFlushQueue(w *Worker, capacity int) *flushQueue {
 		w:       w,
 		ch:      make(chan chat.Conversation, capacity),
 		pending: map[chat.Conversation]chat.Trigger{},
+		retries: map[chat.Conversation]int{},
 		done:    make(chan struct{}),
 	}
 }
@@ -120,9 +129,23 @@ func (q *flushQueue) flush(ctx context.Context, group []chat.Conversation, reaso
 	if err = flush.DropRefused(err); err != nil && ctx.Err() == nil {
 		q.w.log.Warn("worker: flush failed; claimed batches stay for a retry", slog.Int("conversations", len(group)), slog.Any("error", err))
 	}
-	if len(again) > 0 {
-		time.AfterFunc(busyRetry, func() {
-			for _, c := range again {
+	later := map[time.Duration][]chat.Conversation{}
+	q.mu.Lock()
+	for _, c := range group {
+		if !slices.Contains(again, c) {
+			delete(q.retries, c)
+		}
+	}
+	for _, c := range again {
+		n := q.retries[c]
+		q.retries[c] = n + 1
+		d := min(busyRetry<<min(n, 16), maxBusyRetry)
+		later[d] = append(later[d], c)
+	}
+	q.mu.Unlock()
+	for d, convs := range later {
+		time.AfterFunc(d, func() {
+			for _, c := range convs {
 				q.add(c, reason)
 			}
 		})
