@@ -294,7 +294,12 @@ func TestBatchBytesBound(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Decode(%.60s): %v", body, err)
 			}
-			r := mustRecord(t, m, uint64(i+1), time.UnixMilli(int64(i)))
+			// With every extra: they stay out of the batch and its cost.
+			r, err := chat.ParseRecord(chat.NewRecordFrom(&m, 0, uint64(i+1), false, time.UnixMilli(int64(i)),
+				chat.Origin{Stored: time.UnixMilli(-1 << 40), TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}))
+			if err != nil {
+				t.Fatal(err)
+			}
 			if r.Cost > chat.MaxRecordCost(len(body)) {
 				t.Errorf("record of a %d-byte body costs %d, above MaxRecordCost %d", len(body), r.Cost, chat.MaxRecordCost(len(body)))
 			}

@@ -45,6 +45,21 @@ func BenchmarkNewRecord(b *testing.B) {
 	}
 }
 
+// BenchmarkNewRecordFrom is NewRecord keeping the message's origin: the
+// time CHAT_IN stored it and a traceparent.
+func BenchmarkNewRecordFrom(b *testing.B) {
+	m, err := chat.Decode(typicalBody, alice, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	at := time.UnixMilli(1764151200123)
+	o := chat.Origin{Stored: at.Add(-40 * time.Millisecond), TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	b.ReportAllocs()
+	for b.Loop() {
+		chat.NewRecordFrom(&m, 0, 1017, false, at, o)
+	}
+}
+
 func BenchmarkEncodeBatch(b *testing.B) {
 	m, err := chat.Decode(typicalBody, alice, 0)
 	if err != nil {
@@ -86,6 +101,10 @@ func TestHotPathAllocations(t *testing.T) {
 	at := time.UnixMilli(1764151200123)
 	if n := testing.AllocsPerRun(100, func() { chat.NewRecord(&m, 0, 1017, false, at) }); n != 1 {
 		t.Errorf("NewRecord: %v allocations, want 1", n)
+	}
+	o := chat.Origin{Stored: at.Add(-40 * time.Millisecond), TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	if n := testing.AllocsPerRun(100, func() { chat.NewRecordFrom(&m, 0, 1017, false, at, o) }); n != 1 {
+		t.Errorf("NewRecordFrom: %v allocations, want 1", n)
 	}
 	if n := testing.AllocsPerRun(100, func() { _, _ = chat.Decode(typicalBody, alice, 0) }); n > 3 {
 		t.Errorf("Decode: %v allocations, want at most 3", n)

@@ -10,7 +10,7 @@ import (
 
 // A Record is a buffered message as stored in Redis or in memory:
 //
-//	<received ms> SP <epoch ms> SP <seq> SP <end 0|1> SP <cost> SP <json length> SP <role> SP <json><text>
+//	<received ms> SP <epoch ms> SP <seq> SP <end 0|1> SP <cost> SP <json length> SP <role> SP [<extra> SP]... <json><text>
 //
 // The header lets the buffer's Lua scripts order records, find their
 // receive time, end-of-batch mark and batch cost, and lets the flusher sort
@@ -18,6 +18,16 @@ import (
 // exactly as it appears in the batch's "messages", and the text part its
 // entry of "content_text", already escaped: building a batch is a
 // concatenation.
+//
+// The extras are what the record keeps of its message's way into CHAT_IN
+// (Origin); none of it goes into the batch. Each is a lowercase letter and
+// a value without spaces:
+//
+//	w<ms>           the receive time minus the time CHAT_IN stored the message
+//	t<traceparent>  the W3C traceparent the message was published with
+//
+// Records written before extras existed have none; a reader skips extras
+// whose letter it does not know.
 type Record struct {
 	ReceivedMS int64
 	Epoch      int64  // major order key: CHAT_IN's creation time, unix ms (0: unknown)
@@ -25,8 +35,13 @@ type Record struct {
 	End        bool   // Chatbuf-End-Batch: the conversation's batch closes right after this message
 	Cost       int    // exact bytes this record adds to a batch's JSON, separators included
 	Role       string
-	JSON       []byte // the batch message object
-	Text       []byte // its content_text entry, escaped for use inside a JSON string
+	// StoredMS is when CHAT_IN stored the message, unix ms (0: not kept).
+	StoredMS int64
+	// TraceParent is the W3C traceparent the message was published with
+	// (nil: none); it aliases the record.
+	TraceParent []byte
+	JSON        []byte // the batch message object
+	Text        []byte // its content_text entry, escaped for use inside a JSON string
 }
 
 // Less reports whether r comes before o in CHAT_IN order: by epoch, then by
@@ -43,16 +58,30 @@ func (r Record) Less(o Record) bool {
 // "content_text".
 func recordCost(jsonLen, textLen int) int { return jsonLen + 1 + textLen + 2 }
 
+// Origin is what a record keeps of its message's way into CHAT_IN, beside
+// the batch.
+type Origin struct {
+	Stored time.Time // when CHAT_IN stored the message (zero: not kept)
+	// TraceParent is the W3C traceparent header the message was published
+	// with ("": none); it must not hold spaces.
+	TraceParent string
+}
+
 // NewRecord encodes m, the message with CHAT_IN sequence seq in the stream
 // created at epoch (unix ms) received at receivedAt, as a record. end marks
 // a message that closes its conversation's batch.
 func NewRecord(m *Message, epoch int64, seq uint64, end bool, receivedAt time.Time) []byte {
+	return NewRecordFrom(m, epoch, seq, end, receivedAt, Origin{})
+}
+
+// NewRecordFrom is NewRecord keeping o in the record's extras.
+func NewRecordFrom(m *Message, epoch int64, seq uint64, end bool, receivedAt time.Time, o Origin) []byte {
 	ms := receivedAt.UnixMilli()
 	size := len(m.MessageID) + len(m.Timestamp) + len(m.Content) + len(m.Metadata)
 	// Room for the header, the member names, the numbers and the stamps
-	// (about 300 bytes), the JSON and its escaped copy, so that a record is
-	// usually one allocation.
-	b := make([]byte, 0, 320+3*len(m.Role)+2*size+len(m.Content)/4)
+	// (about 300 bytes), the extras, the JSON and its escaped copy, so that
+	// a record is usually one allocation.
+	b := make([]byte, 0, 344+len(o.TraceParent)+3*len(m.Role)+2*size+len(m.Content)/4)
 	b = strconv.AppendInt(b, ms, 10)
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, epoch, 10)
@@ -69,6 +98,16 @@ func NewRecord(m *Message, epoch int64, seq uint64, end bool, receivedAt time.Ti
 	b = append(b, "0000000000 0000000000 "...)
 	b = append(b, m.Role...)
 	b = append(b, ' ')
+	if !o.Stored.IsZero() {
+		b = append(b, 'w')
+		b = strconv.AppendInt(b, ms-o.Stored.UnixMilli(), 10)
+		b = append(b, ' ')
+	}
+	if o.TraceParent != "" {
+		b = append(b, 't')
+		b = append(b, o.TraceParent...)
+		b = append(b, ' ')
+	}
 
 	jsonAt := len(b)
 	b = append(b, '{')
@@ -151,12 +190,35 @@ func ParseRecord(b []byte) (Record, error) {
 		return r, fmt.Errorf("chat: malformed record header %.60q", b)
 	}
 	sp := bytes.IndexByte(rest, ' ')
-	if sp < 0 || jsonLen < 2 || len(rest) < sp+1+jsonLen || rest[sp+1] != '{' {
+	if sp < 0 {
 		return r, fmt.Errorf("chat: malformed record %.60q", b)
 	}
-	body := rest[sp+1:]
-	r = Record{ReceivedMS: ms, Epoch: epoch, Seq: seq, End: f[3][0] == '1', Cost: cost, Role: string(rest[:sp]),
-		JSON: body[:jsonLen:jsonLen], Text: body[jsonLen:]}
+	role, body := rest[:sp], rest[sp+1:]
+	var storedMS int64
+	var traceParent []byte
+	for len(body) > 0 && body[0] != '{' {
+		sp := bytes.IndexByte(body, ' ')
+		if sp < 2 || body[0] < 'a' || body[0] > 'z' {
+			return r, fmt.Errorf("chat: malformed record extras %.60q", b)
+		}
+		v := body[1:sp]
+		switch body[0] {
+		case 'w':
+			waited, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil {
+				return r, fmt.Errorf("chat: malformed record extras %.60q", b)
+			}
+			storedMS = ms - waited
+		case 't':
+			traceParent = v[:len(v):len(v)]
+		}
+		body = body[sp+1:]
+	}
+	if jsonLen < 2 || len(body) < jsonLen || body[0] != '{' {
+		return r, fmt.Errorf("chat: malformed record %.60q", b)
+	}
+	r = Record{ReceivedMS: ms, Epoch: epoch, Seq: seq, End: f[3][0] == '1', Cost: cost, Role: string(role),
+		StoredMS: storedMS, TraceParent: traceParent, JSON: body[:jsonLen:jsonLen], Text: body[jsonLen:]}
 	if recordCost(len(r.JSON), len(r.Text)) != cost {
 		return Record{}, fmt.Errorf("chat: malformed record: cost %d does not match its parts %.60q", cost, b)
 	}

@@ -3,6 +3,7 @@ package chat_test
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,6 +89,66 @@ func TestNewRecordMessageIDIsJSONEqual(t *testing.T) {
 	}
 }
 
+const traceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+// A record keeps its origin in extras that leave the batch's parts, and so
+// its cost, as they are without them.
+func TestNewRecordFromKeepsOrigin(t *testing.T) {
+	at := time.UnixMilli(1764151200123)
+	m := chat.Message{Role: "user", Content: json.RawMessage(`"hi"`), MessageID: "m1"}
+	plain, err := chat.ParseRecord(chat.NewRecord(&m, 9, 1017, true, at))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.StoredMS != 0 || plain.TraceParent != nil {
+		t.Errorf("record without origin: stored %d, traceparent %q; want none", plain.StoredMS, plain.TraceParent)
+	}
+	for _, tt := range []struct {
+		name   string
+		origin chat.Origin
+		extras string
+	}{
+		{"stored", chat.Origin{Stored: at.Add(-1500 * time.Millisecond)}, "w1500 "},
+		{"stored after receipt (clock skew)", chat.Origin{Stored: at.Add(20 * time.Millisecond)}, "w-20 "},
+		{"traceparent", chat.Origin{TraceParent: traceParent}, "t" + traceParent + " "},
+		{"both", chat.Origin{Stored: at.Add(-3 * time.Millisecond), TraceParent: traceParent}, "w3 t" + traceParent + " "},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := chat.NewRecordFrom(&m, 9, 1017, true, at, tt.origin)
+			if want := "1764151200123 9 1017 1 " + strconv.Itoa(plain.Cost) + " " + strconv.Itoa(len(plain.JSON)) + " user " + tt.extras + "{"; !strings.HasPrefix(string(raw), want) {
+				t.Errorf("record %q, want it to start with %q", raw, want)
+			}
+			r, err := chat.ParseRecord(raw)
+			if err != nil {
+				t.Fatalf("ParseRecord: %v", err)
+			}
+			var stored int64
+			if !tt.origin.Stored.IsZero() {
+				stored = tt.origin.Stored.UnixMilli()
+			}
+			if r.StoredMS != stored || string(r.TraceParent) != tt.origin.TraceParent {
+				t.Errorf("origin = stored %d, traceparent %q; want %d, %q", r.StoredMS, r.TraceParent, stored, tt.origin.TraceParent)
+			}
+			if r.Cost != plain.Cost || !bytes.Equal(r.JSON, plain.JSON) || !bytes.Equal(r.Text, plain.Text) ||
+				r.ReceivedMS != plain.ReceivedMS || r.Epoch != 9 || r.Seq != 1017 || !r.End || r.Role != "user" {
+				t.Errorf("record with origin %+v differs from the one without %+v beyond its origin", r, plain)
+			}
+		})
+	}
+}
+
+// Extras a reader does not know are skipped: a later field does not make
+// a record unreadable.
+func TestParseRecordSkipsUnknownExtras(t *testing.T) {
+	r, err := chat.ParseRecord([]byte("123 0 1 0 5 2 user zfuture w3 {}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.StoredMS != 120 || string(r.JSON) != "{}" {
+		t.Errorf("record = stored %d, JSON %q; want 120, {}", r.StoredMS, r.JSON)
+	}
+}
+
 func TestParseRecordRejects(t *testing.T) {
 	for _, tt := range []struct{ name, rec string }{
 		{"empty", ""},
@@ -107,6 +168,12 @@ func TestParseRecordRejects(t *testing.T) {
 		{"empty JSON", "123 0 1 0 3 0 user "},
 		{"JSON not an object", "123 0 1 0 5 2 user []"},
 		{"double space before JSON", "123 0 1 0 5 2 user  {}"},
+		{"extra without a value", "123 0 1 0 5 2 user w {}"},
+		{"extra not a letter", "123 0 1 0 5 2 user 9 {}"},
+		{"extra in capitals", "123 0 1 0 5 2 user W5 {}"},
+		{"bad wait", "123 0 1 0 5 2 user wx {}"},
+		{"extras without JSON", "123 0 1 0 5 2 user w5 "},
+		{"JSON longer than the record after extras", "123 0 1 0 12 9 user t1 {}"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if r, err := chat.ParseRecord([]byte(tt.rec)); err == nil {
@@ -120,6 +187,7 @@ func FuzzParseRecord(f *testing.F) {
 	m := chat.Message{Role: "user", Content: json.RawMessage(`"hi"`), MessageID: "m1", Metadata: json.RawMessage(`{"a":1}`)}
 	f.Add(chat.NewRecord(&m, 0, 42, false, time.UnixMilli(1764151200123)))
 	f.Add(chat.NewRecord(&chat.Message{Role: "tool", Content: json.RawMessage(`[]`)}, 0, 1<<64-1, false, time.UnixMilli(-1)))
+	f.Add(chat.NewRecordFrom(&m, 0, 42, false, time.UnixMilli(1764151200123), chat.Origin{Stored: time.UnixMilli(1764151200000), TraceParent: traceParent}))
 	for _, s := range []string{"", " ", "   ", "1 2 3 {", "1 2  {", "-1 0 x {}", "+1 +2 r {}", "1 2 r{}", strings.Repeat("9", 40) + " 1 r {}",
 		"1 0 1 0 5 2 r {}", "1 0 1 1 7 2 r {}ab", "-1 -1 1 0 5 2 r {}"} {
 		f.Add([]byte(s))
@@ -142,10 +210,17 @@ func FuzzParseRecord(f *testing.F) {
 		if r.Cost != len(r.JSON)+len(r.Text)+3 {
 			t.Fatalf("ParseRecord(%q): cost %d, parts %d and %d", b, r.Cost, len(r.JSON), len(r.Text))
 		}
-		// The header fields are the seven space-separated tokens in front.
+		// The header fields are the seven space-separated tokens in front,
+		// then the extras: a lowercase letter and a value each.
 		header := b[:len(b)-len(tail)]
-		if got := bytes.Count(header, []byte(" ")); got != 7 {
-			t.Fatalf("ParseRecord(%q): header %q has %d spaces, want 7", b, header, got)
+		tokens := bytes.Split(bytes.TrimSuffix(header, []byte(" ")), []byte(" "))
+		if len(tokens) < 7 || header[len(header)-1] != ' ' {
+			t.Fatalf("ParseRecord(%q): header %q has %d tokens, want at least 7", b, header, len(tokens))
+		}
+		for _, x := range tokens[7:] {
+			if len(x) < 2 || x[0] < 'a' || x[0] > 'z' {
+				t.Fatalf("ParseRecord(%q): extra %q is not a lowercase letter and a value", b, x)
+			}
 		}
 	})
 }

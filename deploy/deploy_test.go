@@ -174,7 +174,7 @@ func TestDashboardWellFormed(t *testing.T) {
 	}
 	all := strings.Join(titles, "\n")
 	for _, want := range []string{"throughput", "batches by reason", "flush duration", "backlog", "oldest", "dead letters",
-		"store mode", "redis round trips", "errors", "per worker"} {
+		"store mode", "redis round trips", "errors", "per worker", "latency publish-to-batch"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no panel about %q", want)
 		}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/opencontext/chatbuf/buffer"
 	"github.com/opencontext/chatbuf/chat"
 	"github.com/opencontext/chatbuf/locking"
@@ -46,6 +48,9 @@ type Out struct {
 	// Created and Records rebuild Data under a new token.
 	Created time.Time
 	Records []chat.Record
+	// Trace is the span context of the batch's flush (invalid: not
+	// traced); the sink passes it on with the batch.
+	Trace trace.SpanContext
 	// After is the sink position of the conversation's previous batch as the
 	// store knows it (0: none known). A sink that can compare-and-set
 	// publishes only while it still is the conversation's last batch.
@@ -90,6 +95,10 @@ type Hooks struct {
 	Refused func(kind string)
 	// Rejected: a batch of this many messages went to the Rejecter.
 	Rejected func(messages int)
+	// Delivered is called for each message of a published batch whose
+	// record keeps the time CHAT_IN stored it, with the time from then to
+	// the batch's PubAck.
+	Delivered func(reason chat.Trigger, d time.Duration)
 }
 
 // Config tunes a Flusher. Zero values mean the defaults.
@@ -122,6 +131,9 @@ type Config struct {
 	Now      func() time.Time
 	Logger   *slog.Logger
 	Hooks    Hooks
+	// Tracer, when set, traces each batch: a span per flush linked to the
+	// trace contexts its messages were published with. Nil: no spans.
+	Tracer trace.Tracer
 }
 
 func (c Config) withDefaults() Config {
@@ -275,14 +287,23 @@ func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64
 	if b.Resumed {
 		log.Info("flush: resuming a batch claimed by a flusher that did not finish", "reason", b.Reason, "messages", out.messages)
 	}
-	pos, err := f.publish(ctx, f.sink.Publish, fence, &out)
+	span := f.startSpan(ctx, &out)
+	id, rejected, remaining, err := f.finish(ctx, c, fence, &out, start, log)
+	endSpan(span, &out, err, rejected)
+	return id, rejected, remaining, err
+}
+
+// finish publishes and commits the claimed batch out (see flushOne).
+func (f *Flusher) finish(ctx context.Context, c chat.Conversation, fence int64, out *Out, start time.Time, log *slog.Logger) (string, bool, int64, error) {
+	pos, err := f.publish(ctx, f.sink.Publish, fence, out)
+	acked := time.Now()
 	rejected := false
 	if err != nil {
 		f.hookError("publish", err)
 		if ctx.Err() != nil || errors.Is(err, ErrStale) {
 			return "", false, 0, fmt.Errorf("flush: publish %s: %w", out.ID, err)
 		}
-		if !f.refuse(ctx, c, fence, &out, err) {
+		if !f.refuse(ctx, c, fence, out, err) {
 			return "", false, 0, &refusedErr{out.ID, err}
 		}
 		// Dead-lettered whole: the conversation's last batch in the sink
@@ -300,10 +321,11 @@ func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64
 	}
 	f.published(c, out.ID)
 	d := time.Since(start)
-	log.Debug("flush: batch published", "reason", b.Reason, "messages", out.messages, "position", pos, "duration", d)
+	log.Debug("flush: batch published", "reason", out.Reason, "messages", out.messages, "position", pos, "duration", d)
 	if f.cfg.Hooks.Batch != nil {
-		f.cfg.Hooks.Batch(b.Reason, out.messages, d)
+		f.cfg.Hooks.Batch(out.Reason, out.messages, d)
 	}
+	f.delivered(out, acked)
 	return out.ID, false, remaining, nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/opencontext/chatbuf/buffer"
 	"github.com/opencontext/chatbuf/chat"
 	"github.com/opencontext/chatbuf/locking"
@@ -121,24 +123,35 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			held = nil
 			break
 		}
+		spans := make([]trace.Span, len(outs))
+		for j := range outs {
+			spans[j] = f.startSpan(ctx, &outs[j])
+		}
+		spanErrs := make([]error, len(outs))
 		pos, perrs := mk.PublishMany(ctx, outs)
+		acked := make([]time.Time, len(outs))
+		now := time.Now()
 		var commits []buffer.CommitReq
 		var cidx []int
 		rejected := map[int]bool{}
 		for j := range outs {
+			acked[j] = now
 			if errors.Is(perrs[j], ErrStale) {
 				pos[j], perrs[j] = f.publish(ctx, mk.Publish, fences[idx[j]], &outs[j])
+				acked[j] = time.Now()
 			}
 			out := outs[j]
 			i := idx[j]
 			if perrs[j] != nil {
 				f.hookError("publish", perrs[j])
 				if ctx.Err() != nil || errors.Is(perrs[j], ErrStale) {
-					errs = append(errs, fmt.Errorf("flush: publish %s: %w", out.ID, perrs[j]))
+					spanErrs[j] = fmt.Errorf("flush: publish %s: %w", out.ID, perrs[j])
+					errs = append(errs, spanErrs[j])
 					continue
 				}
 				if !f.refuse(ctx, held[i], fences[i], &outs[j], perrs[j]) {
-					errs = append(errs, &refusedErr{out.ID, perrs[j]})
+					spanErrs[j] = &refusedErr{out.ID, perrs[j]}
+					errs = append(errs, spanErrs[j])
 					continue
 				}
 				// Dead-lettered whole: the sink's last batch of the
@@ -148,13 +161,23 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			commits = append(commits, buffer.CommitReq{Conv: held[i], Fence: fences[i], Token: out.Token, Pos: pos[j]})
 			cidx = append(cidx, j)
 		}
+		endSpans := func() {
+			for j, span := range spans {
+				endSpan(span, &outs[j], spanErrs[j], rejected[j])
+			}
+		}
 		if len(commits) == 0 {
+			endSpans()
 			held = nil
 			break
 		}
 		left, merrs, err := ms.CommitMany(ctx, commits)
 		if err != nil {
 			f.hookError("commit", err)
+			for _, j := range cidx {
+				spanErrs[j] = fmt.Errorf("flush: commit %s: %w", outs[j].ID, err)
+			}
+			endSpans()
 			return res, busy, errors.Join(append(errs, err)...)
 		}
 		d := time.Since(start)
@@ -164,7 +187,8 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			out := outs[cidx[k]]
 			if merrs[k] != nil {
 				f.hookError("commit", merrs[k])
-				errs = append(errs, fmt.Errorf("flush: commit %s: %w", out.ID, merrs[k]))
+				spanErrs[cidx[k]] = fmt.Errorf("flush: commit %s: %w", out.ID, merrs[k])
+				errs = append(errs, spanErrs[cidx[k]])
 				continue
 			}
 			if rejected[cidx[k]] {
@@ -181,11 +205,15 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			if f.cfg.Hooks.Batch != nil && !rejected[cidx[k]] {
 				f.cfg.Hooks.Batch(out.Reason, out.messages, d)
 			}
+			if !rejected[cidx[k]] {
+				f.delivered(&out, acked[cidx[k]])
+			}
 			if left[k] >= int64(f.cfg.BatchSize) || (left[k] > 0 && (reason == chat.TriggerManual || reason == chat.TriggerEnd)) {
 				nextHeld = append(nextHeld, q.Conv)
 				nextFences = append(nextFences, q.Fence)
 			}
 		}
+		endSpans()
 		held, fences = nextHeld, nextFences
 	}
 	if len(held) > 0 && ctx.Err() == nil {

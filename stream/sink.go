@@ -48,8 +48,7 @@ func (s *Sink) Publish(ctx context.Context, b flush.Out) (uint64, error) {
 	subject := s.cfg.Flushed(b.Conv)
 	after := b.After
 	for range maxCASAttempts {
-		msg := &nats.Msg{Subject: subject, Data: b.Data, Header: nats.Header{}}
-		msg.Header.Set(HeaderToken, strconv.FormatInt(b.Token, 10))
+		msg := batchMsg(subject, b)
 		ack, err := s.js.PublishMsg(ctx, msg,
 			jetstream.WithMsgID(b.ID),
 			jetstream.WithExpectLastSequencePerSubject(after))
@@ -90,6 +89,15 @@ func (s *Sink) Publish(ctx context.Context, b flush.Out) (uint64, error) {
 		after = last.Sequence
 	}
 	return 0, fmt.Errorf("stream: publish batch %s: subject %s kept changing", b.ID, subject)
+}
+
+// batchMsg is the message of batch b: its fencing token, and the trace
+// context of its flush when it is traced.
+func batchMsg(subject string, b flush.Out) *nats.Msg {
+	msg := &nats.Msg{Subject: subject, Data: b.Data, Header: nats.Header{}}
+	msg.Header.Set(HeaderToken, strconv.FormatInt(b.Token, 10))
+	SetTraceContext(msg.Header, b.Trace)
+	return msg
 }
 
 // clockSkew is how far a worker's clock may be ahead of the NATS server's,
@@ -169,8 +177,7 @@ func (s *Sink) PublishMany(ctx context.Context, outs []flush.Out) ([]uint64, []e
 	pos, errs := make([]uint64, len(outs)), make([]error, len(outs))
 	futures := make([]jetstream.PubAckFuture, len(outs))
 	for i, b := range outs {
-		msg := &nats.Msg{Subject: s.cfg.Flushed(b.Conv), Data: b.Data, Header: nats.Header{}}
-		msg.Header.Set(HeaderToken, strconv.FormatInt(b.Token, 10))
+		msg := batchMsg(s.cfg.Flushed(b.Conv), b)
 		f, err := s.js.PublishMsgAsync(msg, jetstream.WithMsgID(b.ID), jetstream.WithExpectLastSequencePerSubject(b.After))
 		if err != nil {
 			errs[i] = refused(b.ID, err)

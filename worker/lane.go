@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/opencontext/chatbuf/buffer"
 	"github.com/opencontext/chatbuf/chat"
@@ -66,6 +67,7 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 	}
 	items := make([]buffer.Item, 0, len(msgs))
 	var ends []bool
+	var spans []trace.Span // with a Tracer: items' spans
 	owners := make([]pending, 0, len(msgs))
 	for _, msg := range msgs {
 		meta, err := msg.Metadata()
@@ -82,7 +84,13 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 			continue
 		}
 		end := stream.EndsBatch(msg.Headers())
-		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(p.seq, p.storedNS), Record: chat.NewRecord(&m, epoch, p.seq, end, now),
+		origin := chat.Origin{Stored: meta.Timestamp}
+		if w.cfg.Tracer != nil {
+			var span trace.Span
+			span, origin.TraceParent = w.startSpan(ctx, msg, c, p.seq, now)
+			spans = append(spans, span)
+		}
+		items = append(items, buffer.Item{Conv: c, Key: m.DedupeKey(p.seq, p.storedNS), Record: chat.NewRecordFrom(&m, epoch, p.seq, end, now, origin),
 			Redelivered: meta.NumDelivered > 1})
 		ends = append(ends, end)
 		owners = append(owners, p)
@@ -97,12 +105,15 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 		}
 		w.cfg.Pending.Saw(epoch, last)
 	}
+	var res []buffer.Appended
+	defer func() { endSpans(spans, res) }()
 
 	for i, it := range items {
 		w.held.add(it.Conv, it.Key, owners[i].msg)
 	}
 	res, ok := w.appendWithRetry(ctx, stop, items, owners)
 	if !ok {
+		res = nil
 		for i, it := range items {
 			w.held.drop(it.Conv, it.Key, owners[i].msg)
 		}

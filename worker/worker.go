@@ -16,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/opencontext/chatbuf/buffer"
@@ -59,6 +61,11 @@ type Config struct {
 	// Pending gives records CHAT_IN's epoch; it reads the stream's info
 	// again whenever the worker sets the streams up again. Nil: epoch 0.
 	Pending *stream.Pending
+	// Tracer, when set, traces each message's append (a child of the
+	// trace context it was published with) and keeps that context in its
+	// record for the span of its batch's flush to link to. Nil: no spans,
+	// and no tracing work per message.
+	Tracer trace.Tracer
 }
 
 func (c Config) withDefaults() Config {
@@ -86,6 +93,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
+	}
+	if _, ok := c.Tracer.(noop.Tracer); ok {
+		c.Tracer = nil
 	}
 	return c
 }

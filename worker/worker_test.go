@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/opencontext/chatbuf/buffer"
 	"github.com/opencontext/chatbuf/chat"
@@ -66,6 +67,7 @@ type workerOpts struct {
 	maxAge    time.Duration
 	batchSize int // size when zero
 	hooks     worker.Hooks
+	tracer    trace.Tracer
 }
 
 // startWorkerWith runs a worker until the test ends (or stop is called).
@@ -83,14 +85,14 @@ func (e *env) startWorkerWith(t *testing.T, o workerOpts) (_ *worker.Worker, sto
 	store := buffer.NewRedis(rdb, buffer.Config{})
 	pending := stream.NewPending(js, e.cfg)
 	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg),
-		flush.Config{BatchSize: o.batchSize, MaxAge: o.maxAge, Pending: pending})
+		flush.Config{BatchSize: o.batchSize, MaxAge: o.maxAge, Pending: pending, Tracer: o.tracer})
 	bufs := worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0)}
 	wjs := js
 	if e.wrap != nil {
 		wjs = e.wrap(js)
 	}
 	w := worker.New(nc, wjs, bufs, worker.Config{Stream: e.cfg, BatchSize: o.batchSize, Concurrency: 2,
-		SweepInterval: 100 * time.Millisecond, Hooks: o.hooks, Pending: pending})
+		SweepInterval: 100 * time.Millisecond, Hooks: o.hooks, Pending: pending, Tracer: o.tracer})
 	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -11,6 +11,7 @@ import (
 
 	shared "github.com/opencontext/chatbuf/internal/config"
 	"github.com/opencontext/chatbuf/internal/natsconn"
+	"github.com/opencontext/chatbuf/internal/tracing"
 )
 
 // config is the gateway's environment; every variable is in the README's
@@ -25,6 +26,10 @@ type config struct {
 	FlushTimeout    duration `env:"GATEWAY_FLUSH_TIMEOUT" envDefault:"10s"`
 	ShutdownTimeout duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 	LogLevel        string   `env:"LOG_LEVEL" envDefault:"info"`
+
+	// otel is the environment the OTEL_* variables are read from
+	// (internal/tracing).
+	otel map[string]string
 
 	natsconn.Vars          // NATS_URL, NATS credentials and TLS files
 	NATSInboxPrefix string `env:"NATS_INBOX_PREFIX"`
@@ -66,7 +71,8 @@ func loadConfig(environ map[string]string) (config, error) {
 	if err != nil {
 		return cfg, explain(err, environ)
 	}
-	return cfg, cfg.validate(environ)
+	cfg.otel = environ
+	return cfg, errors.Join(cfg.validate(environ), tracing.Check(environ))
 }
 
 func explain(err error, environ map[string]string) error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -16,6 +17,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/opencontext/chatbuf/chat"
 	"github.com/opencontext/chatbuf/stream"
@@ -32,6 +37,11 @@ type Options struct {
 	NoAuth          bool          // accept requests without a key
 	Logger          *slog.Logger
 	Registry        *prometheus.Registry // the gateway's metrics; a new one when nil
+	// Tracer, when set, traces each request (a server span, the child of
+	// the request's traceparent) and gives the messages it publishes that
+	// span's context. Nil: a request's traceparent and tracestate are
+	// passed on to its messages as they are.
+	Tracer trace.Tracer
 }
 
 const (
@@ -169,15 +179,34 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// noSpan stands for a request's span when tracing is off.
+var noSpan = trace.SpanFromContext(context.Background())
+
 // observe counts requests by route and status and records their latency.
 func (g *gateway) observe(route string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		span := noSpan
+		if _, ok := r.Header["Traceparent"]; ok || g.o.Tracer != nil {
+			ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+			if g.o.Tracer != nil {
+				ctx, span = g.o.Tracer.Start(ctx, route, trace.WithSpanKind(trace.SpanKindServer),
+					trace.WithAttributes(attribute.String("http.route", route)))
+			}
+			r = r.WithContext(ctx)
+		}
 		h.ServeHTTP(sw, r)
 		if sw.code == 0 {
 			sw.code = http.StatusOK
 		}
+		if span.IsRecording() {
+			span.SetAttributes(attribute.Int("http.response.status_code", sw.code))
+			if sw.code >= 500 {
+				span.SetStatus(codes.Error, http.StatusText(sw.code))
+			}
+		}
+		span.End()
 		g.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		g.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
 	})

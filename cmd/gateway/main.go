@@ -19,6 +19,7 @@ import (
 
 	shared "github.com/opencontext/chatbuf/internal/config"
 	"github.com/opencontext/chatbuf/internal/natsconn"
+	"github.com/opencontext/chatbuf/internal/tracing"
 )
 
 func main() {
@@ -26,6 +27,22 @@ func main() {
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
+	traces, err := tracing.Start(ctx, cfg.otel, "chatbuf-gateway")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// The spans still buffered go out before the process ends.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := traces.Shutdown(sctx); err != nil {
+			log.Warn("tracing: shutdown", "error", err)
+		}
+	}()
+	if traces.Enabled() {
+		log.Info("tracing: exporting spans over OTLP/HTTP (OTEL_* variables)")
+	}
+
 	natsOpts, err := cfg.natsSecurity().Options()
 	if err != nil {
 		return err
@@ -51,6 +68,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		NoAuth:          !cfg.Auth,
 		Logger:          log,
 		Registry:        reg,
+		Tracer:          traces.Tracer("github.com/opencontext/chatbuf"),
 	})
 	if err != nil {
 		return err

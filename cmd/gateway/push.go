@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/opencontext/chatbuf/chat"
 	"github.com/opencontext/chatbuf/stream"
@@ -239,6 +240,13 @@ func (g *gateway) publish(ctx context.Context, msgs []outMsg, endBatch bool) err
 			last[m.conv] = i
 		}
 	}
+	// The request's trace context (its own span's when traced) goes with
+	// every message.
+	var traced nats.Header
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		traced = nats.Header{}
+		stream.SetTraceContext(traced, sc)
+	}
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
 	acked := 0 // futures[:acked] have their PubAck
 	wait := func() error {
@@ -268,8 +276,11 @@ func (g *gateway) publish(ctx context.Context, msgs []outMsg, endBatch bool) err
 			}
 		}
 		nm := &nats.Msg{Subject: m.conv.Subject(g.o.Prefix, stream.KindIn), Data: m.body}
-		if m.msgID != "" || (endBatch && last[m.conv] == i) {
+		if m.msgID != "" || (endBatch && last[m.conv] == i) || traced != nil {
 			nm.Header = nats.Header{}
+			for k, v := range traced {
+				nm.Header[k] = v
+			}
 			if m.msgID != "" {
 				nm.Header.Set(jetstream.MsgIDHeader, m.msgID)
 			}

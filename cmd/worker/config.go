@@ -14,6 +14,7 @@ import (
 	"github.com/opencontext/chatbuf/chat"
 	shared "github.com/opencontext/chatbuf/internal/config"
 	"github.com/opencontext/chatbuf/internal/natsconn"
+	"github.com/opencontext/chatbuf/internal/tracing"
 )
 
 // config is the worker's environment. Names from the original system are
@@ -73,6 +74,10 @@ type config struct {
 	ShutdownTimeout duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 	MetricsAddr     string   `env:"METRICS_ADDR"` // unset: :9464; set empty: disabled
 	LogLevel        string   `env:"LOG_LEVEL" envDefault:"info"`
+
+	// otel is the environment the OTEL_* variables are read from
+	// (internal/tracing).
+	otel map[string]string
 }
 
 const defaultMetricsAddr = ":9464"
@@ -90,7 +95,8 @@ func loadConfig(environ map[string]string) (config, error) {
 	if _, set := environ["METRICS_ADDR"]; !set {
 		cfg.MetricsAddr = defaultMetricsAddr
 	}
-	return cfg, cfg.validate(environ)
+	cfg.otel = environ
+	return cfg, errors.Join(cfg.validate(environ), tracing.Check(environ))
 }
 
 // explain rewrites the env package's errors, which name struct fields, to

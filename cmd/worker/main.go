@@ -22,16 +22,37 @@ import (
 	"github.com/opencontext/chatbuf/fallback"
 	"github.com/opencontext/chatbuf/flush"
 	shared "github.com/opencontext/chatbuf/internal/config"
+	"github.com/opencontext/chatbuf/internal/tracing"
 	"github.com/opencontext/chatbuf/locking"
 	"github.com/opencontext/chatbuf/stream"
 	"github.com/opencontext/chatbuf/worker"
 )
+
+// tracerName is the instrumentation scope of chatbuf's spans.
+const tracerName = "github.com/opencontext/chatbuf"
 
 func main() {
 	shared.Main("worker", loadConfig, func(c config) string { return c.LogLevel }, run)
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
+	traces, err := tracing.Start(ctx, cfg.otel, "chatbuf-worker")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// The spans still buffered go out before the process ends.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := traces.Shutdown(sctx); err != nil {
+			log.Warn("tracing: shutdown", "error", err)
+		}
+	}()
+	if traces.Enabled() {
+		log.Info("tracing: exporting spans over OTLP/HTTP (OTEL_* variables)")
+	}
+	tracer := traces.Tracer(tracerName)
+
 	natsURL := cfg.NATSURL
 	if natsURL == "embedded" {
 		srv, url, err := startEmbedded(cfg.NATSEmbeddedAddr, cfg.NATSEmbeddedDir, log)
@@ -54,6 +75,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		Idle:       cfg.FlushIdle.D(),
 		LockExpiry: cfg.LockTTL.D(),
 		Logger:     log,
+		Tracer:     tracer,
 	}
 	m := newMetrics()
 	redis.SetLogger(&redisLogger{log: log, interval: 10 * time.Second})
@@ -216,6 +238,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		// The rest of SHUTDOWN_TIMEOUT is for draining NATS.
 		ShutdownTimeout: cfg.ShutdownTimeout.D() * 4 / 5,
 		Pending:         pending,
+		Tracer:          tracer,
 	})
 	running.Store(w)
 	if cfg.CompletionEnabled {

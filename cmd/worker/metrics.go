@@ -24,6 +24,7 @@ type metrics struct {
 	batches    *prometheus.CounterVec
 	batchMsgs  *prometheus.CounterVec
 	flushTime  prometheus.Histogram
+	delivered  *prometheus.HistogramVec
 	errors     *prometheus.CounterVec
 	ready      prometheus.Gauge
 	mode       *prometheus.GaugeVec
@@ -121,6 +122,11 @@ func newMetrics() *metrics {
 			Help:    "Time to claim, publish and commit one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
+		delivered: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "chatbuf", Name: "publish_to_batch_seconds",
+			Help:    "Time from a message's publish (CHAT_IN's stored time) to the PubAck of the batch that carries it, per message, by batch reason.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 18),
+		}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts(f("errors_total", "Errors talking to Redis (store) or NATS, by component.")), []string{"component"}),
 		ready:  prometheus.NewGauge(prometheus.GaugeOpts(f("ready", "1 while the worker can consume and append."))),
 	}
@@ -138,7 +144,7 @@ func newMetrics() *metrics {
 		"noreplicas", "noscript", "misconf", "noauth", "not_replicated", "unreachable", "other"} {
 		m.refusals.WithLabelValues(k)
 	}
-	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.errors, m.ready, m.mode, m.roundTrips, m.commands, m.refused, m.rejected,
+	reg.MustRegister(m.consumed, m.appended, m.duplicates, m.dead, m.batches, m.batchMsgs, m.flushTime, m.delivered, m.errors, m.ready, m.mode, m.roundTrips, m.commands, m.refused, m.rejected,
 		m.refusals, m.refusing,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every label set the dashboard and the alerts use exists from the
@@ -149,6 +155,7 @@ func newMetrics() *metrics {
 	for _, r := range batchReasons {
 		m.batches.WithLabelValues(r)
 		m.batchMsgs.WithLabelValues(r)
+		m.delivered.WithLabelValues(r)
 	}
 	for _, c := range errorComponents {
 		m.errors.WithLabelValues(c)
@@ -183,11 +190,21 @@ func (m *metrics) workerHooks() worker.Hooks {
 }
 
 func (m *metrics) flushHooks() flush.Hooks {
+	// Observed once per message: the label lookups are done here.
+	delivered := map[chat.Trigger]prometheus.Observer{}
+	for _, r := range batchReasons {
+		delivered[chat.Trigger(r)] = m.delivered.WithLabelValues(r)
+	}
 	return flush.Hooks{
 		Batch: func(r chat.Trigger, n int, d time.Duration) {
 			m.batches.WithLabelValues(string(r)).Inc()
 			m.batchMsgs.WithLabelValues(string(r)).Add(float64(n))
 			m.flushTime.Observe(d.Seconds())
+		},
+		Delivered: func(r chat.Trigger, d time.Duration) {
+			if o, ok := delivered[r]; ok {
+				o.Observe(d.Seconds())
+			}
 		},
 		Refused: func(kind string) { m.refused.WithLabelValues(kind).Inc() },
 		Rejected: func(n int) {
