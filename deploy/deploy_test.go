@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/opencontext/chatbuf/internal/natstest"
@@ -63,8 +65,8 @@ func readRules(t *testing.T) []rule {
 }
 
 // The rules file has the shape Prometheus loads: named groups of alerts,
-// each with an expression that balances, a valid duration, a severity and
-// a summary.
+// each with an expression that Prometheus's PromQL parser accepts, a valid
+// duration, a severity and a summary.
 func TestAlertRulesWellFormed(t *testing.T) {
 	rules := readRules(t)
 	if len(rules) < 6 {
@@ -76,8 +78,8 @@ func TestAlertRulesWellFormed(t *testing.T) {
 			t.Errorf("alert name %q empty or repeated", r.Alert)
 		}
 		seen[r.Alert] = true
-		if err := balanced(r.Expr); err != nil {
-			t.Errorf("%s: expr %q: %v", r.Alert, r.Expr, err)
+		if _, err := ruleQuery(r).parse(); err != nil {
+			t.Error(err)
 		}
 		if r.For != "" {
 			if _, err := model.ParseDuration(r.For); err != nil {
@@ -96,32 +98,66 @@ func TestAlertRulesWellFormed(t *testing.T) {
 	}
 }
 
-// balanced checks brackets, braces, parentheses and quotes.
-func balanced(expr string) error {
-	if strings.TrimSpace(expr) == "" {
-		return errors.New("empty")
+// query is a PromQL expression and where it is written.
+type query struct {
+	where string // the file, and the alert, panel or trigger in it
+	expr  string
+}
+
+var promql = parser.NewParser(parser.Options{})
+
+// parse parses the query with Prometheus's own PromQL parser.
+func (q query) parse() (parser.Expr, error) {
+	expr, err := promql.ParseExpr(q.expr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %q does not parse: %v", q.where, q.expr, err)
 	}
-	var stack []rune
-	inQuote := false
-	pairs := map[rune]rune{')': '(', ']': '[', '}': '{'}
-	for _, r := range expr {
-		switch {
-		case r == '"':
-			inQuote = !inQuote
-		case inQuote:
-		case r == '(' || r == '[' || r == '{':
-			stack = append(stack, r)
-		case pairs[r] != 0:
-			if len(stack) == 0 || stack[len(stack)-1] != pairs[r] {
-				return fmt.Errorf("unbalanced %q", r)
-			}
-			stack = stack[:len(stack)-1]
+	return expr, nil
+}
+
+// selectors returns the vector selectors of expr, those of its range
+// vectors and subqueries included: the series it reads.
+func selectors(expr parser.Expr) []*parser.VectorSelector {
+	var out []*parser.VectorSelector
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok {
+			out = append(out, vs)
 		}
-	}
-	if inQuote || len(stack) > 0 {
-		return errors.New("unclosed quote or bracket")
-	}
-	return nil
+		return nil
+	})
+	return out
+}
+
+func ruleQuery(r rule) query {
+	return query{where: "prometheus/alerts.yml: alert " + r.Alert, expr: r.Expr}
+}
+
+var (
+	grafanaVariable = regexp.MustCompile(`\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]`)
+	promqlString    = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'`)
+)
+
+// expandGrafana gives a dashboard query the values Grafana gives its
+// variables: the interval and range ones become 5m (300000 and 300 in
+// their _ms and _s forms), and any variable inside a string, a label
+// value, matches everything (.*). A variable elsewhere stays, and the
+// parser rejects it.
+func expandGrafana(expr string) string {
+	expr = promqlString.ReplaceAllStringFunc(expr, func(s string) string {
+		return grafanaVariable.ReplaceAllString(s, ".*")
+	})
+	return grafanaVariable.ReplaceAllStringFunc(expr, func(v string) string {
+		m := grafanaVariable.FindStringSubmatch(v)
+		switch m[1] + m[2] + m[3] {
+		case "__interval", "__rate_interval", "__range":
+			return "5m"
+		case "__interval_ms", "__range_ms":
+			return "300000"
+		case "__range_s":
+			return "300"
+		}
+		return v
+	})
 }
 
 type dashboard struct {
@@ -151,8 +187,22 @@ func readDashboard(t *testing.T) dashboard {
 	return d
 }
 
+func dashboardQueries(d dashboard) []query {
+	var out []query
+	for _, p := range d.Panels {
+		for _, q := range p.Targets {
+			out = append(out, query{
+				where: fmt.Sprintf("grafana/dashboards/chatbuf.json: panel %d %q, target %s", p.ID, p.Title, q.RefID),
+				expr:  expandGrafana(q.Expr),
+			})
+		}
+	}
+	return out
+}
+
 // The dashboard has a panel for each subject an operator needs, with
-// queries that balance.
+// queries that Prometheus's PromQL parser accepts once Grafana's variables
+// have values.
 func TestDashboardWellFormed(t *testing.T) {
 	d := readDashboard(t)
 	if d.UID == "" || d.Title == "" || len(d.Panels) == 0 {
@@ -166,10 +216,10 @@ func TestDashboardWellFormed(t *testing.T) {
 		}
 		ids[p.ID] = true
 		titles = append(titles, strings.ToLower(p.Title))
-		for _, q := range p.Targets {
-			if err := balanced(q.Expr); err != nil {
-				t.Errorf("panel %q: %q: %v", p.Title, q.Expr, err)
-			}
+	}
+	for _, q := range dashboardQueries(d) {
+		if _, err := q.parse(); err != nil {
+			t.Error(err)
 		}
 	}
 	all := strings.Join(titles, "\n")
@@ -188,6 +238,7 @@ type manifest struct {
 		Name string `yaml:"name"`
 	} `yaml:"metadata"`
 	Spec yaml.Node `yaml:"spec"`
+	file string
 }
 
 type deploymentSpec struct {
@@ -256,7 +307,30 @@ func readManifests(t *testing.T) []manifest {
 			if m.APIVersion == "" || m.Kind == "" || m.Metadata.Name == "" {
 				t.Errorf("%s: a document without apiVersion, kind or metadata.name", f)
 			}
+			m.file = f
 			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// scaledObjectQueries returns the queries of the ScaledObjects' Prometheus
+// triggers.
+func scaledObjectQueries(t *testing.T) []query {
+	t.Helper()
+	var out []query
+	for _, m := range readManifests(t) {
+		if m.Kind != "ScaledObject" {
+			continue
+		}
+		var s scaledObjectSpec
+		if err := m.Spec.Decode(&s); err != nil {
+			t.Fatal(err)
+		}
+		for _, tr := range s.Triggers {
+			if q := tr.Metadata["query"]; q != "" {
+				out = append(out, query{where: fmt.Sprintf("%s: ScaledObject %s, trigger %s", m.file, m.Metadata.Name, tr.Type), expr: q})
+			}
 		}
 	}
 	return out
@@ -348,6 +422,11 @@ func TestKubernetesManifests(t *testing.T) {
 	if p := types["prometheus"]; p["query"] == "" || p["serverAddress"] == "" || p["threshold"] == "" {
 		t.Errorf("prometheus trigger = %v", p)
 	}
+	for _, q := range scaledObjectQueries(t) {
+		if _, err := q.parse(); err != nil {
+			t.Error(err)
+		}
+	}
 }
 
 // Every file the monitoring compose profile mounts exists.
@@ -387,84 +466,115 @@ func TestComposeMonitoringMountsExist(t *testing.T) {
 	}
 }
 
-// metricRef is a metric name and the label matchers a query puts on it.
-var metricRef = regexp.MustCompile(`\b((?:chatbuf|process|go)_[a-z0-9_]+)(\{[^}]*\})?`)
-var matcher = regexp.MustCompile(`([a-z_]+)="([^"]*)"`)
+// selects reports whether one of the series matches all the matchers.
+func selects(series []labels.Labels, matchers []*labels.Matcher) bool {
+	return slices.ContainsFunc(series, func(ls labels.Labels) bool {
+		for _, m := range matchers {
+			if !m.Matches(ls.Get(m.Name)) {
+				return false
+			}
+		}
+		return true
+	})
+}
 
-// Every metric, and every series picked by a label value, that the
-// dashboard, the alerts and the ScaledObject use is on a real worker's
-// /metrics before any message went through it.
+// Every metric, and every series picked by label matchers, that the
+// dashboard, the alerts and the ScaledObject read (their selectors, as
+// Prometheus's PromQL parser finds them) is on a real worker's /metrics
+// before any message went through it.
 func TestQueriesUseRealMetrics(t *testing.T) {
-	var queries []string
+	var queries []query
 	for _, r := range readRules(t) {
-		queries = append(queries, r.Expr)
+		queries = append(queries, ruleQuery(r))
 	}
-	for _, p := range readDashboard(t).Panels {
-		for _, q := range p.Targets {
-			queries = append(queries, q.Expr)
+	queries = append(queries, dashboardQueries(readDashboard(t))...)
+	queries = append(queries, scaledObjectQueries(t)...)
+
+	series := map[string][]labels.Labels{} // by metric name
+	for line := range strings.SplitSeq(scrapeWorker(t), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
 		}
-	}
-	for _, m := range readManifests(t) {
-		if m.Kind == "ScaledObject" {
-			var s scaledObjectSpec
-			if err := m.Spec.Decode(&s); err != nil {
-				t.Fatal(err)
-			}
-			for _, tr := range s.Triggers {
-				if q := tr.Metadata["query"]; q != "" {
-					queries = append(queries, q)
-				}
-			}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			t.Fatalf("/metrics line %q has no value", line)
 		}
-	}
-	body := scrapeWorker(t)
-	types := map[string]string{}
-	var series []string
-	for line := range strings.SplitSeq(body, "\n") {
-		if f := strings.Fields(line); len(f) == 4 && f[0] == "#" && f[1] == "TYPE" {
-			types[f[2]] = f[3]
-		} else if line != "" && !strings.HasPrefix(line, "#") {
-			series = append(series, line)
+		ls, err := promql.ParseMetric(line[:i])
+		if err != nil {
+			t.Fatalf("/metrics line %q: %v", line, err)
 		}
+		name := ls.Get(model.MetricNameLabel)
+		series[name] = append(series[name], ls)
 	}
+
 	checked := 0
 	for _, q := range queries {
-		for _, m := range metricRef.FindAllStringSubmatch(q, -1) {
-			name := m[1]
-			base := name
-			for _, suf := range []string{"_bucket", "_sum", "_count"} {
-				if b, ok := strings.CutSuffix(name, suf); ok && types[b] == "histogram" {
-					base = b
+		expr, err := q.parse()
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		for _, vs := range selectors(expr) {
+			if vs.Name == "" {
+				t.Errorf("%s: %s names no metric", q.where, vs)
+				continue
+			}
+			if vs.Name == "up" {
+				continue // Prometheus's own, one for each target it scrapes
+			}
+			have := series[vs.Name]
+			if len(have) == 0 {
+				t.Errorf("%s: %q uses %s, which a worker does not export", q.where, q.expr, vs.Name)
+				continue
+			}
+			var ms []*labels.Matcher
+			for _, m := range vs.LabelMatchers {
+				switch m.Name {
+				case model.MetricNameLabel, "job", "instance": // the name, and the labels Prometheus adds to a target's series
+				default:
+					ms = append(ms, m)
 				}
 			}
-			if _, ok := types[base]; !ok {
-				t.Errorf("%q uses %s, which a worker does not export", q, name)
+			if !selects(have, ms) {
+				t.Errorf("%s: %q selects %s: no such series on a fresh worker (initialise it)", q.where, q.expr, vs)
 				continue
 			}
 			checked++
-			for _, lm := range matcher.FindAllStringSubmatch(m[2], -1) {
-				if lm[1] == "job" {
-					continue // set by Prometheus
-				}
-				want := lm[1] + `="` + lm[2] + `"`
-				if !slices.ContainsFunc(series, func(s string) bool { return strings.HasPrefix(s, name+"{") && strings.Contains(s, want) }) {
-					t.Errorf("%q selects %s{%s}: no such series on a fresh worker (initialise it)", q, name, want)
-				}
-			}
 		}
 	}
-	if checked < 15 {
-		t.Errorf("only %d metric references checked: the pattern is out of date?", checked)
+	if checked < 30 {
+		t.Errorf("only %d selectors checked: are the queries read?", checked)
 	}
 	// Every label value the dashboard's "by reason" panels and the alerts
 	// rely on exists before the first event.
 	for _, want := range []string{`chatbuf_batches_total{reason="idle"}`, `chatbuf_batches_total{reason="bytes"}`,
 		`chatbuf_batches_total{reason="end"}`, `chatbuf_messages_dead_total{reason="store_rejected"}`,
 		`chatbuf_messages_dead_total{reason="batch_rejected"}`, `chatbuf_errors_total{component="redis"}`,
-		`chatbuf_store_mode{mode="local"}`, "chatbuf_backlog_conversations ", "chatbuf_due_conversations "} {
-		if !slices.ContainsFunc(series, func(s string) bool { return strings.HasPrefix(s, want) }) {
+		`chatbuf_store_mode{mode="local"}`, "chatbuf_backlog_conversations", "chatbuf_due_conversations"} {
+		ms, err := promql.ParseMetricSelector(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(ms, func(m *labels.Matcher) bool { return m.Name == model.MetricNameLabel })
+		if !selects(series[ms[i].Value], ms) {
 			t.Errorf("fresh worker's /metrics lacks %s", want)
 		}
+	}
+}
+
+// The dashboard's queries parse with Grafana's variables in them.
+func TestGrafanaVariablesExpand(t *testing.T) {
+	in := `sum by (le) (rate(chatbuf_flush_duration_seconds_bucket{job=~"$job", instance=~"${instance:regex}", reason='[[reason]]'}[$__rate_interval])) / $__range_s`
+	want := `sum by (le) (rate(chatbuf_flush_duration_seconds_bucket{job=~".*", instance=~".*", reason='.*'}[5m])) / 300`
+	got := expandGrafana(in)
+	if got != want {
+		t.Fatalf("expandGrafana(%q)\n = %q\nwant %q", in, got, want)
+	}
+	if _, err := (query{where: "test", expr: got}).parse(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (query{where: "test", expr: expandGrafana(`sum by ($group) (chatbuf_ready)`)}).parse(); err == nil {
+		t.Error("a variable outside a string and not an interval parses")
 	}
 }
 
