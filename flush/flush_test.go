@@ -137,7 +137,7 @@ func TestCrashBeforeCommitRepublishesSameBatch(t *testing.T) {
 
 	// The first flusher publishes, then "dies" before its commit.
 	sink := newSink()
-	sink.fail = func(b flush.Out) error {
+	sink.fail = func(b flush.Envelope) error {
 		sink.batches = append(sink.batches, b)
 		sink.byID[b.ID] = uint64(len(sink.batches))
 		sink.last[b.Conv] = b
@@ -169,7 +169,7 @@ func TestSinkFailureKeepsTheClaim(t *testing.T) {
 	f := flush.New(store, locking.NewRedis(srv.Client(t), locking.Config{}), sink, flush.Config{BatchSize: 10})
 	app := newAppender()
 	app.append(t, store, alice, 15, time.Now())
-	sink.fail = func(flush.Out) error { return errSinkDown }
+	sink.fail = func(flush.Envelope) error { return errSinkDown }
 	if _, err := f.Flush(ctx, alice, chat.TriggerSize); !errors.Is(err, errSinkDown) {
 		t.Fatalf("Flush with the sink down: %v, want errSinkDown", err)
 	}
@@ -198,7 +198,7 @@ func TestStaleOwnerIsFenced(t *testing.T) {
 	inPublish, resume := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	stalled := &recordingSink{byID: sink.byID, last: sink.last}
-	stalled.publish = func(flush.Out) {
+	stalled.publish = func(flush.Envelope) {
 		once.Do(func() { close(inPublish); <-resume })
 	}
 	// The stale flusher believes its lock good for an hour (its context
@@ -239,7 +239,7 @@ type shared struct {
 	gate *recordingSink
 }
 
-func (s shared) Publish(ctx context.Context, b flush.Out) (uint64, error) {
+func (s shared) Publish(ctx context.Context, b flush.Envelope) (uint64, error) {
 	s.gate.publish(b)
 	return s.real.Publish(ctx, b)
 }
@@ -347,7 +347,7 @@ func TestFlushHealsTokenInversion(t *testing.T) {
 	ctx := context.Background()
 	store, srv := redisStore(t, nil)
 	sink := newSink()
-	ahead := flush.Out{Conv: alice, ID: "elsewhere", Token: time.Now().Add(time.Hour).UnixMicro(), Data: []byte(`{}`)}
+	ahead := flush.Envelope{Conv: alice, ID: "elsewhere", Token: time.Now().Add(time.Hour).UnixMicro(), Data: []byte(`{}`)}
 	if _, err := sink.Publish(ctx, ahead); err != nil {
 		t.Fatal(err)
 	}

@@ -38,8 +38,9 @@ func (e *StaleError) Error() string {
 
 func (e *StaleError) Is(target error) bool { return target == ErrStale }
 
-// Out is a batch on its way to the sink.
-type Out struct {
+// Envelope is a claimed batch encoded for the sink: its ID, its JSON and
+// what the sink's publish headers need.
+type Envelope struct {
 	Conv   chat.Conversation
 	ID     string // batch_id, unique and stable across retries
 	Token  int64  // fencing_token
@@ -66,7 +67,7 @@ type Out struct {
 // position of the first. It returns a *StaleError when the sink holds a
 // later batch (higher Token) of the conversation and not this one.
 type Sink interface {
-	Publish(ctx context.Context, b Out) (pos uint64, err error)
+	Publish(ctx context.Context, b Envelope) (pos uint64, err error)
 }
 
 // Pending tells which messages of a conversation may still be on their way
@@ -294,7 +295,7 @@ func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64
 }
 
 // finish publishes and commits the claimed batch out (see flushOne).
-func (f *Flusher) finish(ctx context.Context, c chat.Conversation, fence int64, out *Out, start time.Time, log *slog.Logger) (string, bool, int64, error) {
+func (f *Flusher) finish(ctx context.Context, c chat.Conversation, fence int64, out *Envelope, start time.Time, log *slog.Logger) (string, bool, int64, error) {
 	pos, err := f.publish(ctx, f.sink.Publish, fence, out)
 	acked := time.Now()
 	rejected := false
@@ -336,7 +337,7 @@ func (f *Flusher) finish(ctx context.Context, c chat.Conversation, fence int64, 
 // turned around by the fallback (batches of one conversation from local
 // memory and from Redis), and it cannot help a flusher that lost its lock:
 // the store refuses it (ErrFenced).
-func (f *Flusher) publish(ctx context.Context, pub func(context.Context, Out) (uint64, error), fence int64, out *Out) (uint64, error) {
+func (f *Flusher) publish(ctx context.Context, pub func(context.Context, Envelope) (uint64, error), fence int64, out *Envelope) (uint64, error) {
 	for range 3 {
 		pos, err := pub(ctx, *out)
 		var stale *StaleError

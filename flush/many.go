@@ -19,7 +19,7 @@ import (
 // batch, with Publish's meaning.
 type ManySink interface {
 	Sink
-	PublishMany(ctx context.Context, outs []Out) ([]uint64, []error)
+	PublishMany(ctx context.Context, outs []Envelope) ([]uint64, []error)
 }
 
 // maxRounds bounds how many batches in a row one FlushMany takes from a
@@ -95,7 +95,7 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			f.hookError("claim", err)
 			return res, busy, errors.Join(append(errs, err)...)
 		}
-		var outs []Out
+		var outs []Envelope
 		var idx []int
 		for i, b := range batches {
 			if cerrs[i] != nil {
@@ -360,15 +360,15 @@ func (f *Flusher) flushEach(ctx context.Context, convs []chat.Conversation, reas
 }
 
 // out builds the batch for a claim.
-func (f *Flusher) out(c chat.Conversation, b buffer.Batch) (Out, error) {
+func (f *Flusher) out(c chat.Conversation, b buffer.Batch) (Envelope, error) {
 	records := make([]chat.Record, len(b.Records))
 	for i, raw := range b.Records {
 		var err error
 		if records[i], err = chat.ParseRecord(raw); err != nil {
-			return Out{}, fmt.Errorf("flush: %s: %w", c, err)
+			return Envelope{}, fmt.Errorf("flush: %s: %w", c, err)
 		}
 	}
-	return Out{
+	return Envelope{
 		Conv:     c,
 		ID:       chat.BatchID(c, b.Token),
 		Token:    b.Token,
@@ -382,7 +382,7 @@ func (f *Flusher) out(c chat.Conversation, b buffer.Batch) (Out, error) {
 }
 
 // retoken rebuilds the batch under a new token.
-func (o *Out) retoken(token int64) {
+func (o *Envelope) retoken(token int64) {
 	o.Token = token
 	o.ID = chat.BatchID(o.Conv, token)
 	o.Data = chat.EncodeBatch(o.Conv, token, o.Reason, o.Created, o.Records)

@@ -57,7 +57,7 @@ func RefusalKind(err error) string {
 // Config.RejectAfter, whole (a dead-letter stream). It returns once the batch
 // is durably there; only then is the batch committed.
 type Rejecter interface {
-	Reject(ctx context.Context, b Out, cause error) error
+	Reject(ctx context.Context, b Envelope, cause error) error
 }
 
 // ErrRefused marks the error of a publish the sink refused, which the
@@ -234,7 +234,7 @@ func (f *Flusher) OldestRefused() (t time.Time, ok bool) { return f.refused.olde
 // and once the refusal has lasted RejectAfter hands the batch to the
 // Rejecter. It reports whether the batch was rejected: then the caller
 // commits it, as if published, and the conversation moves on.
-func (f *Flusher) refuse(ctx context.Context, c chat.Conversation, fence int64, out *Out, perr error) bool {
+func (f *Flusher) refuse(ctx context.Context, c chat.Conversation, fence int64, out *Envelope, perr error) bool {
 	now := f.cfg.Now()
 	kind := RefusalKind(perr)
 	if f.cfg.Hooks.Refused != nil {

@@ -408,10 +408,10 @@ func countOf(ids []string, id string) int {
 // recordingRejecter keeps the batches handed to it.
 type recordingRejecter struct {
 	mu  sync.Mutex
-	got []flush.Out
+	got []flush.Envelope
 }
 
-func (r *recordingRejecter) Reject(_ context.Context, b flush.Out, _ error) error {
+func (r *recordingRejecter) Reject(_ context.Context, b flush.Envelope, _ error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, b)
@@ -426,7 +426,7 @@ func TestMemoryStoreRejectsAfterTheLimit(t *testing.T) {
 	clock := clocktest.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
 	store := buffer.NewMemory(buffer.Config{Now: clock.Now})
 	sink := newSink()
-	sink.fail = func(flush.Out) error { return errSinkDown }
+	sink.fail = func(flush.Envelope) error { return errSinkDown }
 	rej := &recordingRejecter{}
 	f := flush.New(store, locking.NewMemory(locking.Config{}), sink,
 		flush.Config{BatchSize: 10, RejectAfter: time.Minute, Rejecter: rej, Now: clock.Now})
@@ -451,7 +451,7 @@ func TestMemoryStoreRejectsAfterTheLimit(t *testing.T) {
 	}
 	// A new refusal starts a new clock.
 	app.append(t, store, alice, 10, clock.Now())
-	sink.fail = func(flush.Out) error { return errSinkDown }
+	sink.fail = func(flush.Envelope) error { return errSinkDown }
 	if _, err := f.Flush(ctx, alice, chat.TriggerManual); !errors.Is(err, flush.ErrRefused) {
 		t.Fatalf("flush = %v, want ErrRefused", err)
 	}
@@ -475,7 +475,7 @@ func TestOutageNeverDeadLetters(t *testing.T) {
 	clock := clocktest.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
 	store := buffer.NewMemory(buffer.Config{Now: clock.Now})
 	sink := newSink()
-	sink.fail = func(flush.Out) error {
+	sink.fail = func(flush.Envelope) error {
 		return &flush.RefusedError{Kind: flush.KindUnavailable, Err: errors.New("nats: no responders available for request")}
 	}
 	rej := &recordingRejecter{}

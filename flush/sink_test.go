@@ -17,17 +17,17 @@ import (
 type recordingSink struct {
 	mu      sync.Mutex
 	byID    map[string]uint64
-	batches []flush.Out
-	last    map[chat.Conversation]flush.Out
-	fail    func(flush.Out) error // when set and non-nil result: Publish fails
-	publish func(flush.Out)       // when set: called before storing (may block)
+	batches []flush.Envelope
+	last    map[chat.Conversation]flush.Envelope
+	fail    func(flush.Envelope) error // when set and non-nil result: Publish fails
+	publish func(flush.Envelope)       // when set: called before storing (may block)
 }
 
 func newSink() *recordingSink {
-	return &recordingSink{byID: map[string]uint64{}, last: map[chat.Conversation]flush.Out{}}
+	return &recordingSink{byID: map[string]uint64{}, last: map[chat.Conversation]flush.Envelope{}}
 }
 
-func (s *recordingSink) Publish(ctx context.Context, b flush.Out) (uint64, error) {
+func (s *recordingSink) Publish(ctx context.Context, b flush.Envelope) (uint64, error) {
 	if s.publish != nil {
 		s.publish(b)
 	}
@@ -118,7 +118,7 @@ func checkExactlyOnce(t *testing.T, s *recordingSink, size int, want map[uint64]
 var errSinkDown = fmt.Errorf("sink down")
 
 // PublishMany makes recordingSink a flush.ManySink.
-func (s *recordingSink) PublishMany(ctx context.Context, outs []flush.Out) ([]uint64, []error) {
+func (s *recordingSink) PublishMany(ctx context.Context, outs []flush.Envelope) ([]uint64, []error) {
 	pos, errs := make([]uint64, len(outs)), make([]error, len(outs))
 	for i, o := range outs {
 		pos[i], errs[i] = s.Publish(ctx, o)

@@ -16,7 +16,7 @@ var noSpan = trace.SpanFromContext(context.Background())
 // startSpan starts the span of out's flush, linked to the trace contexts its
 // messages were published with (kept in their records), and gives out its
 // context for the sink to pass on.
-func (f *Flusher) startSpan(ctx context.Context, out *Out) trace.Span {
+func (f *Flusher) startSpan(ctx context.Context, out *Envelope) trace.Span {
 	if f.cfg.Tracer == nil {
 		return noSpan
 	}
@@ -41,7 +41,7 @@ func (f *Flusher) startSpan(ctx context.Context, out *Out) trace.Span {
 }
 
 // endSpan ends a flush's span, with err as its status.
-func endSpan(span trace.Span, out *Out, err error, rejected bool) {
+func endSpan(span trace.Span, out *Envelope, err error, rejected bool) {
 	if !span.IsRecording() {
 		span.End()
 		return
@@ -67,7 +67,7 @@ func parseTraceParent(tp []byte) trace.SpanContext {
 
 // delivered reports the time from each message's publish (the time CHAT_IN
 // stored it, kept in its record) to acked, its batch's PubAck.
-func (f *Flusher) delivered(out *Out, acked time.Time) {
+func (f *Flusher) delivered(out *Envelope, acked time.Time) {
 	if f.cfg.Hooks.Delivered == nil {
 		return
 	}

@@ -114,7 +114,7 @@ var _ flush.Rejecter = (*DeadLetters)(nil)
 // meant for and Nats-Msg-Id = dead-<batch_id>, and waits for the PubAck.
 // A batch that would not fit the server's max_payload with its headers is
 // not cut: Reject returns ErrDeadLetterTooLarge.
-func (d *DeadLetters) Reject(ctx context.Context, b flush.Out, cause error) error {
+func (d *DeadLetters) Reject(ctx context.Context, b flush.Envelope, cause error) error {
 	msg := &nats.Msg{Subject: d.cfg.Dead(ReasonBatchRejected), Header: nats.Header{}, Data: b.Data}
 	msg.Header.Set(HeaderReason, string(ReasonBatchRejected))
 	msg.Header.Set(HeaderError, headerText(cause.Error(), maxErrorLen))

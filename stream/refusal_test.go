@@ -23,8 +23,8 @@ func TestSinkClassifiesRefusals(t *testing.T) {
 		js, cfg := setup(t, srv)
 		sink := stream.NewSink(js, cfg)
 		c := chat.Conversation{User: "u", Device: "d", Agent: "a"}
-		out := func(token int64, data []byte) flush.Out {
-			return flush.Out{Conv: c, ID: chat.BatchID(c, token), Token: token, Reason: chat.TriggerSize, Data: data, Created: time.Now()}
+		out := func(token int64, data []byte) flush.Envelope {
+			return flush.Envelope{Conv: c, ID: chat.BatchID(c, token), Token: token, Reason: chat.TriggerSize, Data: data, Created: time.Now()}
 		}
 		nc := srv.Conn(t)
 		_, err := sink.Publish(ctx, out(1, bytes.Repeat([]byte("x"), int(nc.MaxPayload())+1)))
@@ -43,7 +43,7 @@ func TestSinkClassifiesRefusals(t *testing.T) {
 		if got := flush.RefusalKind(err); got != flush.KindFull {
 			t.Errorf("batch into a full stream: kind %q (%v), want %q", got, err, flush.KindFull)
 		}
-		pos, errs := sink.PublishMany(ctx, []flush.Out{out(4, []byte(`{}`))})
+		pos, errs := sink.PublishMany(ctx, []flush.Envelope{out(4, []byte(`{}`))})
 		if got := flush.RefusalKind(errs[0]); got != flush.KindFull {
 			t.Errorf("PublishMany into a full stream: %d, kind %q (%v), want %q", pos[0], got, errs[0], flush.KindFull)
 		}
@@ -57,7 +57,7 @@ func TestRejectNeverTruncates(t *testing.T) {
 	ctx := context.Background()
 	js, cfg := setup(t, srv)
 	c := chat.Conversation{User: "u", Device: "d", Agent: "a"}
-	b := flush.Out{Conv: c, ID: chat.BatchID(c, 7), Token: 7, Data: bytes.Repeat([]byte("x"), 2000)}
+	b := flush.Envelope{Conv: c, ID: chat.BatchID(c, 7), Token: 7, Data: bytes.Repeat([]byte("x"), 2000)}
 	dl := stream.NewDeadLetters(js, cfg, func() int64 { return 2048 })
 	err := dl.Reject(ctx, b, errors.New("maximum messages exceeded"))
 	if !errors.Is(err, stream.ErrDeadLetterTooLarge) {

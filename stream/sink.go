@@ -44,7 +44,7 @@ func NewSink(js jetstream.JetStream, cfg Config) *Sink {
 const maxCASAttempts = 5
 
 // Publish implements flush.Sink.
-func (s *Sink) Publish(ctx context.Context, b flush.Out) (uint64, error) {
+func (s *Sink) Publish(ctx context.Context, b flush.Envelope) (uint64, error) {
 	subject := s.cfg.Flushed(b.Conv)
 	after := b.After
 	for range maxCASAttempts {
@@ -93,7 +93,7 @@ func (s *Sink) Publish(ctx context.Context, b flush.Out) (uint64, error) {
 
 // batchMsg is the message of batch b: its fencing token, and the trace
 // context of its flush when it is traced.
-func batchMsg(subject string, b flush.Out) *nats.Msg {
+func batchMsg(subject string, b flush.Envelope) *nats.Msg {
 	msg := &nats.Msg{Subject: subject, Data: b.Data, Header: nats.Header{}}
 	msg.Header.Set(HeaderToken, strconv.FormatInt(b.Token, 10))
 	SetTraceContext(msg.Header, b.Trace)
@@ -173,7 +173,7 @@ func isWrongLastSeq(err error) bool {
 // asynchronously and the PubAcks are awaited together, so many batches cost
 // about one round trip. A batch the stream refuses for its expected last
 // sequence goes through Publish, which sorts it out.
-func (s *Sink) PublishMany(ctx context.Context, outs []flush.Out) ([]uint64, []error) {
+func (s *Sink) PublishMany(ctx context.Context, outs []flush.Envelope) ([]uint64, []error) {
 	pos, errs := make([]uint64, len(outs)), make([]error, len(outs))
 	futures := make([]jetstream.PubAckFuture, len(outs))
 	for i, b := range outs {

@@ -83,8 +83,8 @@ func TestSinkFencesOnTheStream(t *testing.T) {
 		js, cfg := setup(t, srv)
 		sink := stream.NewSink(js, cfg)
 		c := chat.Conversation{User: "a:b", Device: "c", Agent: "d"}
-		out := func(token int64, after uint64) flush.Out {
-			return flush.Out{Conv: c, ID: chat.BatchID(c, token), Token: token, Reason: chat.TriggerSize, Data: []byte(`{}`), After: after, Created: time.Now()}
+		out := func(token int64, after uint64) flush.Envelope {
+			return flush.Envelope{Conv: c, ID: chat.BatchID(c, token), Token: token, Reason: chat.TriggerSize, Data: []byte(`{}`), After: after, Created: time.Now()}
 		}
 
 		p1, err := sink.Publish(ctx, out(100, 0))

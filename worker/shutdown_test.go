@@ -30,7 +30,7 @@ type gatedSink struct {
 	cancelledInside chan struct{}
 }
 
-func (g *gatedSink) Publish(ctx context.Context, b flush.Out) (uint64, error) {
+func (g *gatedSink) Publish(ctx context.Context, b flush.Envelope) (uint64, error) {
 	first := false
 	g.once.Do(func() { first = true })
 	if first {
