@@ -81,7 +81,7 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 	if _, err := store.Append(ctx, buffer.Item{Conv: warm, Key: "warm", Record: lanes[0][0].Record}); err != nil {
 		return res, err
 	}
-	if _, err := store.Claim(ctx, warm, 1, buffer.Want{Max: 1, Min: 1, Reason: chat.TriggerManual}); err != nil {
+	if _, err := store.Claim(ctx, warm, 1, buffer.ClaimOptions{Max: 1, Min: 1, Reason: chat.TriggerManual}); err != nil {
 		return res, err
 	}
 	if err := r.flush(ctx); err != nil {
@@ -103,7 +103,7 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 	// flush claims and commits the batches of convs as the worker's grouped
 	// flush does (flush.FlushMany): one ClaimMany and one CommitMany round
 	// trip per round, again for those still holding w.Min or more.
-	flush := func(ctx context.Context, convs []chat.Conversation, w buffer.Want, left map[chat.Conversation]int64) error {
+	flush := func(ctx context.Context, convs []chat.Conversation, w buffer.ClaimOptions, left map[chat.Conversation]int64) error {
 		for len(convs) > 0 {
 			reqs := make([]buffer.ClaimReq, len(convs))
 			for i, c := range convs {
@@ -138,8 +138,8 @@ func bufferRound(ctx context.Context, r *redisServer, lanes [][]buffer.Item, app
 		}
 		return nil
 	}
-	full := buffer.Want{Max: bufferSize, Min: bufferSize, Reason: chat.TriggerSize}
-	rest := buffer.Want{Max: bufferSize, Min: 1, Reason: chat.TriggerManual}
+	full := buffer.ClaimOptions{Max: bufferSize, Min: bufferSize, Reason: chat.TriggerSize}
+	rest := buffer.ClaimOptions{Max: bufferSize, Min: 1, Reason: chat.TriggerManual}
 
 	aof, err := r.meterAOF(ctx)
 	if err != nil {

@@ -80,7 +80,7 @@ func BenchmarkClaimCommit(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	want := buffer.Want{Max: 10, Min: 1, Reason: chat.TriggerManual}
+	want := buffer.ClaimOptions{Max: 10, Min: 1, Reason: chat.TriggerManual}
 	b.ResetTimer()
 	n := 0
 	for i := range b.N {

@@ -118,7 +118,7 @@ func runConformance(t *testing.T, open opener) {
 		clock := clocktest.New(t0)
 		return open(t, buffer.Config{Now: clock.Now, DedupeWindow: time.Hour}), clock
 	}
-	size := buffer.Want{Max: 3, Min: 3, Reason: chat.TriggerSize}
+	size := buffer.ClaimOptions{Max: 3, Min: 3, Reason: chat.TriggerSize}
 
 	t.Run("append reports length and deduplicates", func(t *testing.T) {
 		s, clock := newStore(t)
@@ -201,7 +201,7 @@ func runConformance(t *testing.T, open opener) {
 		// The flusher dies; another takes over with a higher fence, later.
 		clock.Advance(time.Minute)
 		fill(t, s, alice, 5, 9, clock.Now())
-		again, err := s.Claim(ctx, alice, 2, buffer.Want{Max: 3, Min: 1, Reason: chat.TriggerManual})
+		again, err := s.Claim(ctx, alice, 2, buffer.ClaimOptions{Max: 3, Min: 1, Reason: chat.TriggerManual})
 		if err != nil {
 			t.Fatalf("Claim after a crash: %v", err)
 		}
@@ -296,7 +296,7 @@ func runConformance(t *testing.T, open opener) {
 			t.Errorf("Oldest = %v, %v, %v; want %v", o, ok, err, t0)
 		}
 
-		age := buffer.Want{Max: 3, Min: 3, Before: t0, Reason: chat.TriggerAge}
+		age := buffer.ClaimOptions{Max: 3, Min: 3, Before: t0, Reason: chat.TriggerAge}
 		if b, err := s.Claim(ctx, alice, 1, age); err != nil || b.Token != 0 {
 			t.Errorf("age Claim of a buffer received at the cut = %+v, %v; want nothing", b, err)
 		}
@@ -318,7 +318,7 @@ func runConformance(t *testing.T, open opener) {
 		if diff := cmp.Diff([]chat.Conversation{bob, colonA, alice}, due(t0.Add(time.Hour), 10)); diff != "" {
 			t.Errorf("Due after commit (-want +got):\n%s", diff)
 		}
-		b, err = s.Claim(ctx, alice, 1, buffer.Want{Max: 3, Min: 1, Reason: chat.TriggerManual})
+		b, err = s.Claim(ctx, alice, 1, buffer.ClaimOptions{Max: 3, Min: 1, Reason: chat.TriggerManual})
 		if err != nil || len(b.Records) != 1 {
 			t.Fatalf("manual Claim = %+v, %v", b, err)
 		}
@@ -333,7 +333,7 @@ func runConformance(t *testing.T, open opener) {
 	t.Run("dedupe outlives the flush", func(t *testing.T) {
 		s, _ := newStore(t)
 		mustAppend(t, s, item(alice, 1, "m1", t0))
-		b, err := s.Claim(ctx, alice, 1, buffer.Want{Max: 3, Min: 1, Reason: chat.TriggerManual})
+		b, err := s.Claim(ctx, alice, 1, buffer.ClaimOptions{Max: 3, Min: 1, Reason: chat.TriggerManual})
 		if err != nil || b.Token == 0 {
 			t.Fatalf("Claim = %+v, %v", b, err)
 		}
@@ -347,7 +347,7 @@ func runConformance(t *testing.T, open opener) {
 
 	t.Run("claim of an empty buffer clears it from the due index", func(t *testing.T) {
 		s, _ := newStore(t)
-		if b, err := s.Claim(ctx, bob, 1, buffer.Want{Max: 3, Min: 1, Reason: chat.TriggerManual}); err != nil || b.Token != 0 {
+		if b, err := s.Claim(ctx, bob, 1, buffer.ClaimOptions{Max: 3, Min: 1, Reason: chat.TriggerManual}); err != nil || b.Token != 0 {
 			t.Errorf("Claim of nothing = %+v, %v", b, err)
 		}
 		if _, ok, err := s.Oldest(ctx); err != nil || ok {
@@ -369,7 +369,7 @@ func runConformance(t *testing.T, open opener) {
 			many = append(many, itemAt(alice, at(seq), false, t0))
 		}
 		mustAppend(t, s, many...)
-		b, err := s.Claim(ctx, alice, 1, buffer.Want{Max: 100, Min: 1, Reason: chat.TriggerManual})
+		b, err := s.Claim(ctx, alice, 1, buffer.ClaimOptions{Max: 100, Min: 1, Reason: chat.TriggerManual})
 		if err != nil {
 			t.Fatalf("Claim: %v", err)
 		}
@@ -403,7 +403,7 @@ func runConformance(t *testing.T, open opener) {
 			t.Errorf("size claim: reason %q, records (-want +got):\n%s", b.Reason, diff)
 		}
 		commit(t, s, alice, 1, b)
-		manual := buffer.Want{Max: 10, Min: 1, Reason: chat.TriggerManual, Through: &buffer.Pos{Epoch: ep, Seq: 4}}
+		manual := buffer.ClaimOptions{Max: 10, Min: 1, Reason: chat.TriggerManual, Through: &buffer.Pos{Epoch: ep, Seq: 4}}
 		b, err = s.Claim(ctx, alice, 1, manual)
 		if err != nil {
 			t.Fatalf("Claim: %v", err)
@@ -424,7 +424,7 @@ func runConformance(t *testing.T, open opener) {
 		for seq := uint64(1); seq <= 7; seq++ {
 			mustAppend(t, s, itemAt(alice, at(seq), seq == 2 || seq == 7, t0))
 		}
-		end := buffer.Want{Max: 3, Min: 3, Reason: chat.TriggerEnd}
+		end := buffer.ClaimOptions{Max: 3, Min: 3, Reason: chat.TriggerEnd}
 		var got [][]buffer.Pos
 		var reasons []chat.Trigger
 		for {
@@ -460,7 +460,7 @@ func runConformance(t *testing.T, open opener) {
 			cost = append(cost, r.Cost)
 			mustAppend(t, s, it)
 		}
-		w := buffer.Want{Max: 3, Min: 3, Reason: chat.TriggerSize, MaxBytes: cost[0] + cost[1]}
+		w := buffer.ClaimOptions{Max: 3, Min: 3, Reason: chat.TriggerSize, MaxBytes: cost[0] + cost[1]}
 		b, err := s.Claim(ctx, alice, 1, w)
 		if err != nil {
 			t.Fatalf("Claim: %v", err)
@@ -491,7 +491,7 @@ func runConformance(t *testing.T, open opener) {
 		if err != nil || !cmp.Equal(got, []chat.Conversation{alice}) {
 			t.Fatalf("Idle = %v, %v; want [alice]", got, err)
 		}
-		idle := buffer.Want{Max: 10, Min: 10, Reason: chat.TriggerIdle, IdleBefore: t0.Add(30 * time.Second)}
+		idle := buffer.ClaimOptions{Max: 10, Min: 10, Reason: chat.TriggerIdle, IdleBefore: t0.Add(30 * time.Second)}
 		if b, err := s.Claim(ctx, alice, 1, idle); err != nil || b.Token != 0 {
 			t.Fatalf("idle claim of a conversation appended to since = %+v, %v; want nothing", b, err)
 		}

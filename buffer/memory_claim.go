@@ -10,7 +10,7 @@ import (
 )
 
 // Claim implements Store.
-func (m *Memory) Claim(ctx context.Context, c chat.Conversation, fence int64, w Want) (Batch, error) {
+func (m *Memory) Claim(ctx context.Context, c chat.Conversation, fence int64, w ClaimOptions) (Batch, error) {
 	if w.Max <= 0 {
 		return Batch{}, fmt.Errorf("buffer: claim: max %d, want > 0", w.Max)
 	}
@@ -67,7 +67,7 @@ func (s *memConv) batchOut(resumed bool) Batch {
 // take decides a new batch as claimScript does: how many records, under
 // which reason, whether to claim at all, and whether records beyond
 // w.Through held it back.
-func (s *memConv) take(w Want) (n int, reason chat.Trigger, ok, blocked bool, err error) {
+func (s *memConv) take(w ClaimOptions) (n int, reason chat.Trigger, ok, blocked bool, err error) {
 	used := 0
 	var stop string
 	for _, raw := range s.buffer[:min(len(s.buffer), w.Max)] {
@@ -115,7 +115,7 @@ func (s *memConv) take(w Want) (n int, reason chat.Trigger, ok, blocked bool, er
 }
 
 // beyond lists Batch.Beyond for a claim blocked at w.Through.
-func (s *memConv) beyond(w Want) []uint64 {
+func (s *memConv) beyond(w ClaimOptions) []uint64 {
 	var out []uint64
 	at := false
 	for _, raw := range s.buffer[:min(len(s.buffer), w.Max)] {

@@ -26,7 +26,7 @@ func TestMemoryForgetsIdleConversations(t *testing.T) {
 		if _, err := m.AppendBatch(ctx, []buffer.Item{it}); err != nil {
 			t.Fatal(err)
 		}
-		b, err := m.Claim(ctx, c, 1, buffer.Want{Max: 10, Min: 1})
+		b, err := m.Claim(ctx, c, 1, buffer.ClaimOptions{Max: 10, Min: 1})
 		if err != nil || len(b.Records) != 1 {
 			t.Fatalf("claim %s: %d records, %v", c, len(b.Records), err)
 		}

@@ -14,7 +14,7 @@ import (
 )
 
 // Claim implements Store.
-func (r *Redis) Claim(ctx context.Context, c chat.Conversation, fence int64, w Want) (Batch, error) {
+func (r *Redis) Claim(ctx context.Context, c chat.Conversation, fence int64, w ClaimOptions) (Batch, error) {
 	if w.Max <= 0 {
 		return Batch{}, fmt.Errorf("buffer: claim: max %d, want > 0", w.Max)
 	}
@@ -23,7 +23,7 @@ func (r *Redis) Claim(ctx context.Context, c chat.Conversation, fence int64, w W
 	return claimResult(c, v, err)
 }
 
-func (r *Redis) claimArgs(c chat.Conversation, fence int64, w Want) ([]string, []any) {
+func (r *Redis) claimArgs(c chat.Conversation, fence int64, w ClaimOptions) ([]string, []any) {
 	now := r.cfg.Now()
 	var before int64
 	if !w.Before.IsZero() {

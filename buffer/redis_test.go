@@ -21,7 +21,7 @@ func TestRedisKeysHaveTTLOrBound(t *testing.T) {
 	s := buffer.NewRedis(rdb, buffer.Config{})
 	now := time.Now()
 	fill(t, s, alice, 1, 5, now)
-	b, err := s.Claim(ctx, alice, 1, buffer.Want{Max: 3, Min: 3, Reason: chat.TriggerSize})
+	b, err := s.Claim(ctx, alice, 1, buffer.ClaimOptions{Max: 3, Min: 3, Reason: chat.TriggerSize})
 	if err != nil {
 		t.Fatalf("Claim: %v", err)
 	}
@@ -122,7 +122,7 @@ func TestRedisRestartKeepsBuffers(t *testing.T) {
 	if n, err := s.Len(ctx, alice); err != nil || n != 4 {
 		t.Fatalf("Len after restart = %d, %v; want 4", n, err)
 	}
-	b, err := s.Claim(ctx, alice, 1, buffer.Want{Max: 10, Min: 1, Reason: chat.TriggerManual})
+	b, err := s.Claim(ctx, alice, 1, buffer.ClaimOptions{Max: 10, Min: 1, Reason: chat.TriggerManual})
 	if err != nil || len(b.Records) != 4 {
 		t.Fatalf("Claim after restart = %d records, %v; want 4", len(b.Records), err)
 	}

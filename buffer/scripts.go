@@ -137,7 +137,7 @@ return out
 // convsPerScript bounds how many conversations one appendScript call takes.
 const convsPerScript = 64
 
-// claimScript returns the in-flight batch, or claims a new one (see Want).
+// claimScript returns the in-flight batch, or claims a new one (see ClaimOptions).
 //
 // KEYS[1] -> buffer (LIST)
 // KEYS[2] -> in-flight batch (LIST)
@@ -153,7 +153,7 @@ const convsPerScript = 64
 // ARGV[7] -> TTL, ms
 // ARGV[8] -> the conversation's tag
 // ARGV[9] -> now, µs: the floor of a new token
-// ARGV[10] -> 0: any; 1: claim only records at or before (ARGV[11], ARGV[12]); 2: that, settled (Want.Settled)
+// ARGV[10] -> 0: any; 1: claim only records at or before (ARGV[11], ARGV[12]); 2: that, settled (ClaimOptions.Settled)
 // ARGV[11], ARGV[12] -> that epoch and seq
 // ARGV[13] -> most bytes of the records' costs (0: no ceiling)
 // ARGV[14] -> claim a partial batch when the last append was before this, ms (0: never)

@@ -56,7 +56,7 @@ type Config struct {
 	WaitReplicas int
 	WaitTimeout  time.Duration // how long to wait for them (1s when zero)
 	// TrackIdle keeps each buffered conversation's last append time, for
-	// Idle and Want.IdleBefore (CHAT_FLUSH_IDLE).
+	// Idle and ClaimOptions.IdleBefore (CHAT_FLUSH_IDLE).
 	TrackIdle bool
 }
 
@@ -107,7 +107,7 @@ func (p Pos) Less(q Pos) bool {
 	return p.Epoch < q.Epoch || (p.Epoch == q.Epoch && p.Seq < q.Seq)
 }
 
-// Want says what a Claim may take. A new batch is the buffer's longest
+// ClaimOptions says what a Claim may take. A new batch is the buffer's longest
 // prefix that respects Max, Through and MaxBytes and ends at the first
 // record marked End; it is claimed when
 //   - it ends at a record marked End (reason end), or
@@ -116,7 +116,7 @@ func (p Pos) Less(q Pos) bool {
 //     end trigger is a size batch), or
 //   - the buffer's oldest message was received before Before, or its last
 //     append was before IdleBefore (Reason).
-type Want struct {
+type ClaimOptions struct {
 	Max    int          // at most this many messages (> 0)
 	Min    int          // claim only if at least Min records may be claimed...
 	Before time.Time    // ...or the oldest message was received before Before (zero: no age rule)
@@ -146,9 +146,9 @@ type Batch struct {
 	Records [][]byte     // chat records, in buffer order
 	Resumed bool         // this batch was claimed before by a flusher that did not commit
 	// Blocked: nothing was claimed although the buffer holds enough, because
-	// records beyond Want.Through would have been needed; try again soon.
+	// records beyond ClaimOptions.Through would have been needed; try again soon.
 	Blocked bool
-	// Beyond, when Blocked and Want.Through is settled or the record at
+	// Beyond, when Blocked and ClaimOptions.Through is settled or the record at
 	// it is in the buffer, lists the seqs of the records after it (same
 	// epoch, up to Max in all): whether they may go too depends on
 	// messages between them still being stored in CHAT_IN.
@@ -171,7 +171,7 @@ type Store interface {
 	// else moves up to w.Max messages into a new in-flight batch when w
 	// allows. It returns a zero Batch (Token 0) when there is nothing to
 	// claim, and ErrFenced when a higher fence was seen.
-	Claim(ctx context.Context, c chat.Conversation, fence int64, w Want) (Batch, error)
+	Claim(ctx context.Context, c chat.Conversation, fence int64, w ClaimOptions) (Batch, error)
 	// Commit deletes the in-flight batch with the given token, records pos
 	// as the sink position of the conversation's last batch, and returns the
 	// buffer's remaining length. ErrFenced when fence is not the highest
@@ -216,7 +216,7 @@ func nextToken(last int64, now time.Time) int64 {
 type ClaimReq struct {
 	Conv  chat.Conversation
 	Fence int64
-	Want  Want
+	Want  ClaimOptions
 }
 
 // CommitReq is one batch's commit in CommitMany.

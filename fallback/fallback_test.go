@@ -274,7 +274,7 @@ func TestDoubtAfterLocalClaimRecovers(t *testing.T) {
 		t.Fatalf("append while Redis is down: %v", err)
 	}
 	// A local flusher claims a full batch and dies before publishing it.
-	if b, err := mem.Claim(ctx, c, 1, buffer.Want{Max: size, Min: size, Reason: chat.TriggerSize}); err != nil || len(b.Records) != size {
+	if b, err := mem.Claim(ctx, c, 1, buffer.ClaimOptions{Max: size, Min: size, Reason: chat.TriggerSize}); err != nil || len(b.Records) != size {
 		t.Fatalf("claim: %d records, %v", len(b.Records), err)
 	}
 	if _, err := fb.AppendBatch(ctx, []buffer.Item{item(size, true), item(size+1, false)}); err != nil {

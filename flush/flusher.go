@@ -210,10 +210,10 @@ func (f *Flusher) Flush(ctx context.Context, c chat.Conversation, reason chat.Tr
 // Finish publishes c's in-flight batch, if a flusher left one, and claims
 // nothing new.
 func (f *Flusher) Finish(ctx context.Context, c chat.Conversation) (Result, error) {
-	return f.flush(ctx, c, buffer.Want{Max: f.cfg.BatchSize, Min: math.MaxInt, Reason: chat.TriggerManual, Through: &buffer.Pos{}})
+	return f.flush(ctx, c, buffer.ClaimOptions{Max: f.cfg.BatchSize, Min: math.MaxInt, Reason: chat.TriggerManual, Through: &buffer.Pos{}})
 }
 
-func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Want) (Result, error) {
+func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.ClaimOptions) (Result, error) {
 	var res Result
 	if want.Reason != chat.TriggerManual {
 		// A manual flush is asked for explicitly: it tries at once.
@@ -264,7 +264,7 @@ func (f *Flusher) flush(ctx context.Context, c chat.Conversation, want buffer.Wa
 // flushOne claims, publishes and commits one batch. It returns the batch id
 // ("" when there was nothing to claim), whether the batch went to the
 // Rejecter instead of the sink, and the buffer's remaining length.
-func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64, want buffer.Want) (string, bool, int64, error) {
+func (f *Flusher) flushOne(ctx context.Context, c chat.Conversation, fence int64, want buffer.ClaimOptions) (string, bool, int64, error) {
 	start := time.Now()
 	b, err := f.store.Claim(ctx, c, fence, want)
 	if t := f.further(ctx, c, want.Through, b); err == nil && t != nil {
@@ -355,8 +355,8 @@ func (f *Flusher) publish(ctx context.Context, pub func(context.Context, Envelop
 	return 0, fmt.Errorf("flush: %s: %w", out.ID, ErrStale)
 }
 
-func (f *Flusher) want(c chat.Conversation, reason chat.Trigger) buffer.Want {
-	w := buffer.Want{Max: f.cfg.BatchSize, Min: f.cfg.BatchSize, Reason: reason}
+func (f *Flusher) want(c chat.Conversation, reason chat.Trigger) buffer.ClaimOptions {
+	w := buffer.ClaimOptions{Max: f.cfg.BatchSize, Min: f.cfg.BatchSize, Reason: reason}
 	switch reason {
 	case chat.TriggerAge:
 		w.Before = f.cfg.Now().Add(-f.cfg.MaxAge)
@@ -372,7 +372,7 @@ func (f *Flusher) want(c chat.Conversation, reason chat.Trigger) buffer.Want {
 }
 
 // through is the limit of a new batch of c (nil: none) and whether it is
-// settled (see buffer.Want): every message at or before it is in the
+// settled (see buffer.ClaimOptions): every message at or before it is in the
 // buffer or flushed, but for the one at the limit when not settled.
 // Without an answer from Pending, no new batch is claimed (an in-flight one
 // is still published).

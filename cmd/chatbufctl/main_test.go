@@ -617,7 +617,7 @@ func TestInflightAndStuck(t *testing.T) {
 		s.jsonOK(&sh, "show", "dan", "d", "a")
 		return sh.Buffered == 2
 	})
-	b, err := buffer.NewRedis(s.rdb, buffer.Config{}).Claim(context.Background(), dan, 1, buffer.Want{Max: 10, Min: 1, Reason: chat.TriggerSize})
+	b, err := buffer.NewRedis(s.rdb, buffer.Config{}).Claim(context.Background(), dan, 1, buffer.ClaimOptions{Max: 10, Min: 1, Reason: chat.TriggerSize})
 	if err != nil || len(b.Records) != 2 {
 		t.Fatalf("claim: %d records, %v", len(b.Records), err)
 	}
