@@ -169,7 +169,7 @@ func runConformance(t *testing.T, open opener) {
 		if diff := cmp.Diff([]uint64{1, 2, 3}, seqs(t, b)); diff != "" {
 			t.Errorf("claimed seqs (-want +got):\n%s", diff)
 		}
-		if b.Token <= 0 || b.Resumed || b.Reason != chat.TriggerSize || b.After != 0 || !b.Created.Equal(t0) {
+		if b.Token <= 0 || b.Resumed || b.Reason != chat.TriggerSize || b.PrevPos != 0 || !b.Created.Equal(t0) {
 			t.Errorf("batch = %+v; want a new size batch created at %v", b, t0)
 		}
 		if n, _ := s.Len(ctx, alice); n != 4 {
@@ -183,7 +183,7 @@ func runConformance(t *testing.T, open opener) {
 			t.Errorf("second Commit: %v, want ErrNoBatch", err)
 		}
 		b2, err := s.Claim(ctx, alice, 1, size)
-		if err != nil || b2.Token <= b.Token || b2.After != 41 {
+		if err != nil || b2.Token <= b.Token || b2.PrevPos != 41 {
 			t.Fatalf("next Claim = %+v, %v; want a higher token than %d, after 41", b2, err, b.Token)
 		}
 		if diff := cmp.Diff([]uint64{4, 5, 6}, seqs(t, b2)); diff != "" {

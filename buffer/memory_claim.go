@@ -60,7 +60,7 @@ func (s *memConv) batchOut(resumed bool) Batch {
 		Created: time.UnixMilli(s.created),
 		Records: append([][]byte(nil), s.inflight...),
 		Resumed: resumed,
-		After:   s.pos,
+		PrevPos: s.pos,
 	}
 }
 

@@ -116,7 +116,7 @@ func parseClaim(resumed bool, v []any) (Batch, error) {
 		Reason:  chat.Trigger(strs[1]),
 		Created: time.UnixMilli(created),
 		Resumed: resumed,
-		After:   pos,
+		PrevPos: pos,
 		Records: make([][]byte, 0, len(v)-4),
 	}
 	for _, rec := range v[4:] {

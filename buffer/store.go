@@ -152,8 +152,8 @@ type Batch struct {
 	// it is in the buffer, lists the seqs of the records after it (same
 	// epoch, up to Max in all): whether they may go too depends on
 	// messages between them still being stored in CHAT_IN.
-	Beyond []uint64
-	After  uint64 // the sink position of the conversation's last committed batch (0: none known)
+	Beyond  []uint64
+	PrevPos uint64 // the sink position of the conversation's last committed batch (0: none known)
 }
 
 // Store is a set of conversation buffers.

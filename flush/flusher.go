@@ -52,10 +52,10 @@ type Envelope struct {
 	// Trace is the span context of the batch's flush (invalid: not
 	// traced); the sink passes it on with the batch.
 	Trace trace.SpanContext
-	// After is the sink position of the conversation's previous batch as the
+	// PrevPos is the sink position of the conversation's previous batch as the
 	// store knows it (0: none known). A sink that can compare-and-set
 	// publishes only while it still is the conversation's last batch.
-	After uint64
+	PrevPos uint64
 
 	messages int
 }
@@ -309,7 +309,7 @@ func (f *Flusher) finish(ctx context.Context, c chat.Conversation, fence int64, 
 		}
 		// Dead-lettered whole: the conversation's last batch in the sink
 		// is still the one before.
-		rejected, pos = true, out.After
+		rejected, pos = true, out.PrevPos
 	}
 	remaining, err := f.store.Commit(ctx, c, fence, out.Token, pos)
 	if err != nil {

@@ -156,7 +156,7 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 				}
 				// Dead-lettered whole: the sink's last batch of the
 				// conversation is still the one before.
-				rejected[j], pos[j] = true, out.After
+				rejected[j], pos[j] = true, out.PrevPos
 			}
 			commits = append(commits, buffer.CommitReq{Conv: held[i], Fence: fences[i], Token: out.Token, Pos: pos[j]})
 			cidx = append(cidx, j)
@@ -374,7 +374,7 @@ func (f *Flusher) out(c chat.Conversation, b buffer.Batch) (Envelope, error) {
 		Token:    b.Token,
 		Reason:   b.Reason,
 		Data:     chat.EncodeBatch(c, b.Token, b.Reason, b.Created, records),
-		After:    b.After,
+		PrevPos:  b.PrevPos,
 		Created:  b.Created,
 		Records:  records,
 		messages: len(records),

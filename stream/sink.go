@@ -46,7 +46,7 @@ const maxCASAttempts = 5
 // Publish implements flush.Sink.
 func (s *Sink) Publish(ctx context.Context, b flush.Envelope) (uint64, error) {
 	subject := s.cfg.Flushed(b.Conv)
-	after := b.After
+	after := b.PrevPos
 	for range maxCASAttempts {
 		msg := batchMsg(subject, b)
 		ack, err := s.js.PublishMsg(ctx, msg,
@@ -178,7 +178,7 @@ func (s *Sink) PublishMany(ctx context.Context, outs []flush.Envelope) ([]uint64
 	futures := make([]jetstream.PubAckFuture, len(outs))
 	for i, b := range outs {
 		msg := batchMsg(s.cfg.Flushed(b.Conv), b)
-		f, err := s.js.PublishMsgAsync(msg, jetstream.WithMsgID(b.ID), jetstream.WithExpectLastSequencePerSubject(b.After))
+		f, err := s.js.PublishMsgAsync(msg, jetstream.WithMsgID(b.ID), jetstream.WithExpectLastSequencePerSubject(b.PrevPos))
 		if err != nil {
 			errs[i] = refused(b.ID, err)
 			continue

@@ -84,14 +84,14 @@ func TestSinkFencesOnTheStream(t *testing.T) {
 		sink := stream.NewSink(js, cfg)
 		c := chat.Conversation{User: "a:b", Device: "c", Agent: "d"}
 		out := func(token int64, after uint64) flush.Envelope {
-			return flush.Envelope{Conv: c, ID: chat.BatchID(c, token), Token: token, Reason: chat.TriggerSize, Data: []byte(`{}`), After: after, Created: time.Now()}
+			return flush.Envelope{Conv: c, ID: chat.BatchID(c, token), Token: token, Reason: chat.TriggerSize, Data: []byte(`{}`), PrevPos: after, Created: time.Now()}
 		}
 
 		p1, err := sink.Publish(ctx, out(100, 0))
 		if err != nil {
 			t.Fatalf("publish 100: %v", err)
 		}
-		// Published but not committed: the retry (same id, stale After)
+		// Published but not committed: the retry (same id, stale PrevPos)
 		// finds the first copy.
 		again, err := sink.Publish(ctx, out(100, 0))
 		if err != nil || again != p1 {
@@ -112,7 +112,7 @@ func TestSinkFencesOnTheStream(t *testing.T) {
 		if again, err := sink.Publish(ctx, out(100, 0)); err != nil || again != p1 {
 			t.Errorf("republish 100 after 200 = %d, %v; want %d", again, err, p1)
 		}
-		// A store that lost its position (After 0) still follows the last batch.
+		// A store that lost its position (PrevPos 0) still follows the last batch.
 		p3, err := sink.Publish(ctx, out(300, 0))
 		if err != nil || p3 <= p2 {
 			t.Errorf("publish 300 with unknown position = %d, %v", p3, err)
