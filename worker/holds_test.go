@@ -34,7 +34,7 @@ func TestReleaseIsScopedToItsConversation(t *testing.T) {
 	mem := buffer.NewMemory(buffer.Config{}, buffer.MemoryConfig{Hold: true,
 		OnRelease: func(c chat.Conversation, keys []string) { w.Release(c, keys) }})
 	fl := flush.New(mem, locking.NewMemory(locking.Config{}), stream.NewSink(js, cfg), flush.Config{BatchSize: batch, MaxAge: time.Hour})
-	w = worker.New(nc, js, worker.Direct{Store: mem, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0)},
+	w = worker.New(nc, js, worker.StoreBuffers{Store: mem, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0)},
 		worker.Config{Stream: cfg, BatchSize: batch, Concurrency: 2})
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)

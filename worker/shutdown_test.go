@@ -80,7 +80,7 @@ func TestShutdownFinishesInFlightFlush(t *testing.T) {
 	sink := &gatedSink{Sink: stream.NewSink(js, cfg), inPublish: make(chan struct{}), resume: make(chan struct{}), cancelledInside: make(chan struct{})}
 	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), sink, flush.Config{BatchSize: size, MaxAge: time.Hour})
 	stopping := logSignal{Handler: slog.DiscardHandler, text: "worker: stopping", once: &sync.Once{}, ch: make(chan struct{})}
-	w := worker.New(nc, js, worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0)},
+	w := worker.New(nc, js, worker.StoreBuffers{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0)},
 		worker.Config{Stream: cfg, BatchSize: size, Concurrency: 2, Logger: slog.New(stopping), ShutdownTimeout: time.Minute})
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -100,8 +100,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Buffers is where a worker appends and what it flushes: a store with its
-// flusher (Direct), or the Redis-with-local-fallback pair (package fallback).
+// Buffers is where a worker appends and what it flushes: one store with its
+// flusher (StoreBuffers), or the Redis-with-local-fallback pair (package
+// fallback).
 type Buffers interface {
 	// AppendBatch appends; a result marked Held must not be acked before
 	// the worker's Release names its key.
@@ -114,26 +115,27 @@ type Buffers interface {
 	Sweep(ctx context.Context) (int, error)
 }
 
-// Direct is Buffers on one store and its flusher.
-type Direct struct {
+// StoreBuffers is Buffers on one store with its flusher and sweeper, and no
+// fallback.
+type StoreBuffers struct {
 	Store   buffer.Store
 	Flusher *flush.Flusher
 	Sweeper *flush.Sweeper
 }
 
-func (d Direct) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffer.Appended, error) {
+func (d StoreBuffers) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffer.Appended, error) {
 	return d.Store.AppendBatch(ctx, items)
 }
 
-func (d Direct) Flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) (flush.Result, error) {
+func (d StoreBuffers) Flush(ctx context.Context, c chat.Conversation, reason chat.Trigger) (flush.Result, error) {
 	return d.Flusher.Flush(ctx, c, reason)
 }
 
-func (d Direct) FlushMany(ctx context.Context, cs []chat.Conversation, reason chat.Trigger) (flush.Result, []chat.Conversation, error) {
+func (d StoreBuffers) FlushMany(ctx context.Context, cs []chat.Conversation, reason chat.Trigger) (flush.Result, []chat.Conversation, error) {
 	return d.Flusher.FlushMany(ctx, cs, reason)
 }
 
-func (d Direct) Sweep(ctx context.Context) (int, error) { return d.Sweeper.Sweep(ctx) }
+func (d StoreBuffers) Sweep(ctx context.Context) (int, error) { return d.Sweeper.Sweep(ctx) }
 
 // Worker is one chatbuf worker process's consuming side.
 type Worker struct {

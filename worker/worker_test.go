@@ -86,7 +86,7 @@ func (e *env) startWorkerWith(t *testing.T, o workerOpts) (_ *worker.Worker, sto
 	pending := stream.NewPending(js, e.cfg)
 	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg),
 		flush.Config{BatchSize: o.batchSize, MaxAge: o.maxAge, Pending: pending, Tracer: o.tracer})
-	bufs := worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0)}
+	bufs := worker.StoreBuffers{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0)}
 	wjs := js
 	if e.wrap != nil {
 		wjs = e.wrap(js)
@@ -664,14 +664,14 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 
 // slowBuffers stalls the first append: Redis failing over, say.
 type slowBuffers struct {
-	worker.Direct
+	worker.StoreBuffers
 	stall time.Duration
 	once  sync.Once
 }
 
 func (s *slowBuffers) AppendBatch(ctx context.Context, items []buffer.Item) ([]buffer.Appended, error) {
 	s.once.Do(func() { time.Sleep(s.stall) })
-	return s.Direct.AppendBatch(ctx, items)
+	return s.StoreBuffers.AppendBatch(ctx, items)
 }
 
 // Messages waiting behind a stalled append, longer than CHAT_ACK_WAIT, stay
@@ -689,7 +689,7 @@ func TestQueuedMessagesOutliveAckWait(t *testing.T) {
 	rdb := e.redis.Client(t)
 	store := buffer.NewRedis(rdb, buffer.Config{})
 	fl := flush.New(store, locking.NewRedis(rdb, locking.Config{}), stream.NewSink(js, e.cfg), flush.Config{BatchSize: size, MaxAge: time.Hour})
-	bufs := &slowBuffers{Direct: worker.Direct{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0)}, stall: 5 * time.Second}
+	bufs := &slowBuffers{StoreBuffers: worker.StoreBuffers{Store: store, Flusher: fl, Sweeper: flush.NewSweeper(fl, 0)}, stall: 5 * time.Second}
 	ready := make(chan struct{})
 	w := worker.New(nc, js, bufs, worker.Config{Stream: e.cfg, BatchSize: size, Concurrency: 1, AppendBatch: 2,
 		OnReady: func() { close(ready) }})

@@ -201,11 +201,11 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	)
 	switch {
 	case rdb == nil:
-		bufs, oldest = worker.Direct{Store: local.Store, Flusher: local.Flusher, Sweeper: local.Sweeper}, mem.Oldest
+		bufs, oldest = worker.StoreBuffers{Store: local.Store, Flusher: local.Flusher, Sweeper: local.Sweeper}, mem.Oldest
 		m.setMode("local")
 	case !cfg.RedisFallback:
 		shared := side("redis", buffer.NewRedis(rdb, storeCfg), locking.NewRedis(rdb, lockCfg))
-		bufs, oldest = worker.Direct{Store: shared.Store, Flusher: shared.Flusher, Sweeper: shared.Sweeper}, shared.Store.Oldest
+		bufs, oldest = worker.StoreBuffers{Store: shared.Store, Flusher: shared.Flusher, Sweeper: shared.Sweeper}, shared.Store.Oldest
 		m.setMode("shared")
 	default:
 		shared := side("redis", buffer.NewRedis(rdb, storeCfg), locking.NewRedis(rdb, lockCfg))
