@@ -310,7 +310,7 @@ func (b *Buffers) move(ctx context.Context, c chat.Conversation) (int, error) {
 	// worker's alone); the rest goes to Redis.
 	var err error
 	if b.inDoubt(c) {
-		_, err = b.local.Flusher.Finish(ctx, c)
+		_, err = b.local.Flusher.PublishInFlight(ctx, c)
 	} else {
 		_, err = b.local.Flusher.Flush(ctx, c, chat.TriggerSize)
 	}

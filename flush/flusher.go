@@ -207,9 +207,9 @@ func (f *Flusher) Flush(ctx context.Context, c chat.Conversation, reason chat.Tr
 	return f.flush(ctx, c, f.want(c, reason))
 }
 
-// Finish publishes c's in-flight batch, if a flusher left one, and claims
-// nothing new.
-func (f *Flusher) Finish(ctx context.Context, c chat.Conversation) (Result, error) {
+// PublishInFlight publishes c's in-flight batch, if a flusher left one,
+// and claims nothing new.
+func (f *Flusher) PublishInFlight(ctx context.Context, c chat.Conversation) (Result, error) {
 	return f.flush(ctx, c, buffer.ClaimOptions{Max: f.cfg.BatchSize, Min: math.MaxInt, Reason: chat.TriggerManual, Through: &buffer.Pos{}})
 }
 
