@@ -46,7 +46,7 @@ type pending struct {
 // process validates a batch of messages, dead-letters the bad ones, appends
 // the rest in one AppendBatch and acks each once it is stored.
 func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetstream.Msg) {
-	w.held.dequeue(msgs)
+	w.unacked.dequeue(msgs)
 	if w.cfg.Hooks.Consumed != nil {
 		w.cfg.Hooks.Consumed(len(msgs))
 	}
@@ -109,13 +109,13 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 	defer func() { endSpans(spans, res) }()
 
 	for i, it := range items {
-		w.held.add(it.Conv, it.Key, owners[i].msg)
+		w.unacked.add(it.Conv, it.Key, owners[i].msg)
 	}
 	res, ok := w.appendWithRetry(ctx, stop, items, owners)
 	if !ok {
 		res = nil
 		for i, it := range items {
-			w.held.drop(it.Conv, it.Key, owners[i].msg)
+			w.unacked.drop(it.Conv, it.Key, owners[i].msg)
 		}
 		return
 	}
@@ -124,7 +124,7 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 	for i, r := range res {
 		p, conv, key := owners[i], items[i].Conv, items[i].Key
 		if r.Err != nil {
-			w.held.drop(conv, key, p.msg)
+			w.unacked.drop(conv, key, p.msg)
 			w.rejected(ctx, p, items[i], r.Err)
 			continue
 		}
@@ -140,10 +140,10 @@ func (w *Worker) process(ctx context.Context, stop <-chan struct{}, msgs []jetst
 			full = append(full, items[i].Conv)
 		}
 		// A held message (or a copy of one still held) waits for Release.
-		if r.Held || (r.Dup && w.held.others(conv, key, p.msg)) {
+		if r.Held || (r.Dup && w.unacked.others(conv, key, p.msg)) {
 			continue
 		}
-		if w.held.drop(conv, key, p.msg) {
+		if w.unacked.drop(conv, key, p.msg) {
 			if err := p.msg.Ack(); err != nil {
 				w.hookNATSError(err)
 			}

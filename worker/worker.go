@@ -142,7 +142,7 @@ type Worker struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	bufs    Buffers
-	held    *holds
+	unacked *unacked
 	dead    *stream.DeadLetters
 	cfg     Config
 	log     *slog.Logger
@@ -155,14 +155,14 @@ type Worker struct {
 func New(nc *nats.Conn, js jetstream.JetStream, bufs Buffers, cfg Config) *Worker {
 	cfg = cfg.withDefaults()
 	w := &Worker{
-		nc:   nc,
-		js:   js,
-		bufs: bufs,
-		held: newHolds(),
-		dead: stream.NewDeadLetters(js, cfg.Stream, nc.MaxPayload),
-		cfg:  cfg,
-		log:  cfg.Logger,
-		seed: maphash.MakeSeed(),
+		nc:      nc,
+		js:      js,
+		bufs:    bufs,
+		unacked: newUnacked(),
+		dead:    stream.NewDeadLetters(js, cfg.Stream, nc.MaxPayload),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		seed:    maphash.MakeSeed(),
 	}
 	w.refusal = newRefusal(cfg.Logger, cfg.Hooks)
 	w.flushes = newFlushQueue(w, 4*cfg.Concurrency*cfg.AppendBatch)
@@ -217,7 +217,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	keepCtx, stopKeep := context.WithCancel(work)
 	defer stopKeep()
 	var kg sync.WaitGroup
-	kg.Go(func() { w.held.keepAlive(keepCtx, w.cfg.Stream.AckWait/3) })
+	kg.Go(func() { w.unacked.keepAlive(keepCtx, w.cfg.Stream.AckWait/3) })
 
 	w.log.Info("worker: consuming", "stream", w.cfg.Stream.InStream, "consumer", w.cfg.Stream.Consumer,
 		"concurrency", w.cfg.Concurrency, "batch_size", w.cfg.BatchSize)
@@ -234,7 +234,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	manual.Wait()
 	stopKeep()
 	kg.Wait()
-	if n := w.held.giveBack(); n > 0 {
+	if n := w.unacked.giveBack(); n > 0 {
 		w.log.Warn("worker: stopped with messages buffered only in local memory; given back for redelivery", "messages", n)
 	}
 	w.log.Info("worker: stopped")
@@ -269,7 +269,7 @@ func (w *Worker) StoreRefusal() error { return w.refusal.reason() }
 // message only within its conversation: another conversation's message
 // with the same key stays held.
 func (w *Worker) Release(c chat.Conversation, keys []string) {
-	for _, m := range w.held.release(c, keys) {
+	for _, m := range w.unacked.release(c, keys) {
 		if err := m.Ack(); err != nil {
 			w.hookNATSError(err)
 		}
@@ -380,7 +380,7 @@ func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, in *i
 			w.log.Warn("worker: pull failed", "error", err)
 			continue
 		}
-		w.held.queue(msg)
+		w.unacked.queue(msg)
 		in.put(w.lane(msg.Subject(), len(in.lanes)), msg, ctx.Done())
 	}
 }
