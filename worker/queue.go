@@ -8,20 +8,20 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// queue is a lane's inbox. The consume loop never blocks on it, so every
-// delivered message reaches the worker at once, where keepAlive covers it
-// while it waits behind a slow append; the consumer's MaxAckPending bounds
-// how many can wait.
-type queue struct {
+// laneQueue is one lane's queue of delivered messages. The consume loop
+// never blocks on it, so every delivered message reaches the worker at once,
+// where keepAlive covers it while it waits behind a slow append; the
+// consumer's MaxAckPending bounds how many can wait.
+type laneQueue struct {
 	mu     sync.Mutex
 	msgs   []jetstream.Msg
 	closed bool
 	ready  chan struct{} // a token while msgs is non-empty or closed
 }
 
-func newQueue() *queue { return &queue{ready: make(chan struct{}, 1)} }
+func newLaneQueue() *laneQueue { return &laneQueue{ready: make(chan struct{}, 1)} }
 
-func (q *queue) push(m jetstream.Msg) {
+func (q *laneQueue) push(m jetstream.Msg) {
 	q.mu.Lock()
 	q.msgs = append(q.msgs, m)
 	q.mu.Unlock()
@@ -29,14 +29,14 @@ func (q *queue) push(m jetstream.Msg) {
 }
 
 // close lets take return what is left, then nil.
-func (q *queue) close() {
+func (q *laneQueue) close() {
 	q.mu.Lock()
 	q.closed = true
 	q.mu.Unlock()
 	q.signal()
 }
 
-func (q *queue) signal() {
+func (q *laneQueue) signal() {
 	select {
 	case q.ready <- struct{}{}:
 	default:
@@ -45,7 +45,7 @@ func (q *queue) signal() {
 
 // take waits until messages are queued and moves up to n of them into
 // buf[:0]; it returns nil once the queue is closed and empty.
-func (q *queue) take(n int, buf []jetstream.Msg) []jetstream.Msg {
+func (q *laneQueue) take(n int, buf []jetstream.Msg) []jetstream.Msg {
 	for {
 		q.mu.Lock()
 		if len(q.msgs) > 0 {
@@ -79,7 +79,7 @@ func (q *queue) take(n int, buf []jetstream.Msg) []jetstream.Msg {
 // worker takes them in anyway (up to the consumer's MaxAckPending) rather
 // than let their ack deadlines lapse.
 type inbox struct {
-	lanes    []*queue
+	lanes    []*laneQueue
 	waiting  atomic.Int64
 	limit    int64
 	patience time.Duration
@@ -87,9 +87,9 @@ type inbox struct {
 }
 
 func newInbox(lanes, limit int, patience time.Duration) *inbox {
-	in := &inbox{lanes: make([]*queue, lanes), limit: int64(limit), patience: patience, room: make(chan struct{}, 1)}
+	in := &inbox{lanes: make([]*laneQueue, lanes), limit: int64(limit), patience: patience, room: make(chan struct{}, 1)}
 	for i := range in.lanes {
-		in.lanes[i] = newQueue()
+		in.lanes[i] = newLaneQueue()
 	}
 	return in
 }
