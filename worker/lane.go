@@ -24,7 +24,7 @@ const maxStoreAttempts = 5
 
 // runLane appends the messages of its lane in batches of up to AppendBatch,
 // taking whatever has arrived, until the lane is closed and empty.
-func (w *Worker) runLane(ctx context.Context, stop <-chan struct{}, in *inbox, lane *laneQueue) {
+func (w *Worker) runLane(ctx context.Context, stop <-chan struct{}, in *intake, lane *laneQueue) {
 	var batch []jetstream.Msg
 	for {
 		if batch = lane.take(w.cfg.AppendBatch, batch); batch == nil {

@@ -72,13 +72,14 @@ func (q *laneQueue) take(n int, buf []jetstream.Msg) []jetstream.Msg {
 	}
 }
 
-// inbox counts the messages waiting in the lanes. The consume loop waits
-// for room once limit of them wait, so a worker does not pull far ahead of
-// its appends; but it waits at most patience, because messages left in the
-// client's pull buffer are not kept alive: when appends stall for long, the
-// worker takes them in anyway (up to the consumer's MaxAckPending) rather
-// than let their ack deadlines lapse.
-type inbox struct {
+// intake is what the worker has taken in: its lanes, and a count of the
+// messages waiting in them. The consume loop waits for room once limit of
+// them wait, so a worker does not pull far ahead of its appends; but it waits
+// at most patience, because messages left in the client's pull buffer are not
+// kept alive: when appends stall for long, the worker takes them in anyway
+// (up to the consumer's MaxAckPending) rather than let their ack deadlines
+// lapse.
+type intake struct {
 	lanes    []*laneQueue
 	waiting  atomic.Int64
 	limit    int64
@@ -86,16 +87,16 @@ type inbox struct {
 	room     chan struct{}
 }
 
-func newInbox(lanes, limit int, patience time.Duration) *inbox {
-	in := &inbox{lanes: make([]*laneQueue, lanes), limit: int64(limit), patience: patience, room: make(chan struct{}, 1)}
+func newIntake(lanes, limit int, patience time.Duration) *intake {
+	in := &intake{lanes: make([]*laneQueue, lanes), limit: int64(limit), patience: patience, room: make(chan struct{}, 1)}
 	for i := range in.lanes {
 		in.lanes[i] = newLaneQueue()
 	}
 	return in
 }
 
-// put queues m in lane i, then waits for room (see inbox).
-func (in *inbox) put(i int, m jetstream.Msg, done <-chan struct{}) {
+// put queues m in lane i, then waits for room (see intake).
+func (in *intake) put(i int, m jetstream.Msg, done <-chan struct{}) {
 	in.waiting.Add(1)
 	in.lanes[i].push(m)
 	if in.waiting.Load() < in.limit {
@@ -115,7 +116,7 @@ func (in *inbox) put(i int, m jetstream.Msg, done <-chan struct{}) {
 }
 
 // took reports n messages taken out of a lane.
-func (in *inbox) took(n int) {
+func (in *intake) took(n int) {
 	if in.waiting.Add(-int64(n)) < in.limit {
 		select {
 		case in.room <- struct{}{}:
@@ -124,7 +125,7 @@ func (in *inbox) took(n int) {
 	}
 }
 
-func (in *inbox) close() {
+func (in *intake) close() {
 	for _, q := range in.lanes {
 		q.close()
 	}

@@ -7,10 +7,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// The inbox holds the consume loop once limit messages wait, lets it go on
+// The intake holds the consume loop once limit messages wait, lets it go on
 // as soon as a lane takes some, and never holds it longer than patience.
-func TestInboxWaitsForRoom(t *testing.T) {
-	in := newInbox(1, 2, time.Hour)
+func TestIntakeWaitsForRoom(t *testing.T) {
+	in := newIntake(1, 2, time.Hour)
 	var m jetstream.Msg
 	never := make(chan struct{})
 	in.put(0, m, never)
@@ -22,7 +22,7 @@ func TestInboxWaitsForRoom(t *testing.T) {
 	second := put() // reaches the limit and waits
 	select {
 	case <-second:
-		t.Fatal("put returned with the inbox full")
+		t.Fatal("put returned with the intake full")
 	case <-time.After(100 * time.Millisecond):
 	}
 	if got := in.lanes[0].take(10, nil); len(got) != 2 {
@@ -35,7 +35,7 @@ func TestInboxWaitsForRoom(t *testing.T) {
 		t.Fatal("put still waiting after the lane took its messages")
 	}
 
-	impatient := newInbox(1, 1, 10*time.Millisecond)
+	impatient := newIntake(1, 1, 10*time.Millisecond)
 	done := make(chan struct{})
 	go func() { impatient.put(0, m, never); close(done) }()
 	select {
@@ -44,7 +44,7 @@ func TestInboxWaitsForRoom(t *testing.T) {
 		t.Fatal("put waited past its patience")
 	}
 	if got := impatient.waiting.Load(); got != 1 {
-		t.Errorf("%d messages waiting, want 1 (queued although the inbox was full)", got)
+		t.Errorf("%d messages waiting, want 1 (queued although the intake was full)", got)
 	}
 
 	in.close()

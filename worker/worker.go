@@ -204,7 +204,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 
 	// Room for the next append of each lane while one runs.
-	in := newInbox(w.cfg.Concurrency, w.cfg.Concurrency*w.cfg.AppendBatch, w.cfg.Stream.AckWait/4)
+	in := newIntake(w.cfg.Concurrency, w.cfg.Concurrency*w.cfg.AppendBatch, w.cfg.Stream.AckWait/4)
 	var g errgroup.Group
 	for _, lane := range in.lanes {
 		g.Go(func() error { w.runLane(work, ctx.Done(), in, lane); return nil })
@@ -305,7 +305,7 @@ func (w *Worker) ensure(ctx context.Context) (jetstream.Consumer, error) {
 // conversation's messages keep their order inside this worker. It returns
 // when ctx is done; an iterator that closes before that (the consumer
 // deleted, the connection closed) is set up again.
-func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, in *inbox) error {
+func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, in *intake) error {
 	for {
 		err := w.consumeOnce(ctx, cons, in)
 		if ctx.Err() != nil {
@@ -338,7 +338,7 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, in *inbox
 }
 
 // consumeOnce runs one message iterator until it closes.
-func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, in *inbox) error {
+func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, in *intake) error {
 	it, err := cons.Messages(
 		jetstream.PullMaxMessages(len(in.lanes)*w.cfg.AppendBatch),
 		// Short pulls: after a consumer leader moves (clustered NATS) or the
