@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -14,31 +13,43 @@ import (
 
 // Pipelined runs n calls of s in one pipeline: queue(p, i) adds call i to p
 // (s.EvalSha, or an "evalsha" command built by hand) and returns its
-// command. When the server answers NOSCRIPT to any call (it lost its script
-// cache: a restart, SCRIPT FLUSH, a failover to a replica that never loaded
-// it), Pipelined loads s and runs all n calls again, so a script run this
-// way must be safe to repeat.
+// command. When the server answers NOSCRIPT to some calls (it lost its
+// script cache: a restart, SCRIPT FLUSH, a failover to a replica that never
+// loaded it; or it had not loaded s yet while another client loaded it
+// midway through the pipeline), Pipelined loads s and runs those calls
+// again, and only those: the others ran, and a script need not be safe to
+// run twice.
 //
 // Each call's reply or error is in its command. The error returned is the
 // failure to load s, or an error of the pipeline that is not a reply
 // (network, timeout, closed client); error replies are left to the
 // commands.
 func Pipelined(ctx context.Context, rdb redis.UniversalClient, s *redis.Script, n int, queue func(p redis.Pipeliner, i int) *redis.Cmd) ([]*redis.Cmd, error) {
-	run := func() ([]*redis.Cmd, error) {
+	cmds := make([]*redis.Cmd, n)
+	run := func(idx []int) error {
 		pipe := rdb.Pipeline()
-		cmds := make([]*redis.Cmd, n)
-		for i := range n {
+		for _, i := range idx {
 			cmds[i] = queue(pipe, i)
 		}
 		_, err := pipe.Exec(ctx)
-		return cmds, err
+		return err
 	}
-	cmds, err := run()
-	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return isNoScript(c.Err()) }) {
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	err := run(all)
+	var again []int
+	for i, c := range cmds {
+		if isNoScript(c.Err()) {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
 		if err := s.Load(ctx, rdb).Err(); err != nil {
 			return nil, fmt.Errorf("load script: %w", err)
 		}
-		cmds, err = run()
+		err = run(again)
 	}
 	if err != nil && !errors.As(err, new(redis.Error)) {
 		return nil, err
