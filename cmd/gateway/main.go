@@ -31,17 +31,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// The spans still buffered go out before the process ends.
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := traces.Shutdown(sctx); err != nil {
-			log.Warn("tracing: shutdown", "error", err)
-		}
-	}()
-	if traces.Enabled() {
-		log.Info("tracing: exporting spans over OTLP/HTTP (OTEL_* variables)")
-	}
+	defer traces.Close(log)
+	traces.Announce(log)
 
 	natsOpts, err := cfg.natsSecurity().Options()
 	if err != nil {

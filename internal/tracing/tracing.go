@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -93,4 +95,24 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	return p.sdk.Shutdown(ctx)
+}
+
+// shutdownWait bounds how long Close waits for the spans still buffered.
+const shutdownWait = 5 * time.Second
+
+// Announce logs, when p is on, that spans are exported.
+func (p *Provider) Announce(log *slog.Logger) {
+	if p.Enabled() {
+		log.Info("tracing: exporting spans over OTLP/HTTP (OTEL_* variables)")
+	}
+}
+
+// Close sends the spans still buffered and stops p, waiting at most a few
+// seconds, for the end of a process; a failure is logged.
+func (p *Provider) Close(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		log.Warn("tracing: shutdown", "error", err)
+	}
 }
