@@ -2,34 +2,18 @@ package cache
 
 import (
 	"fmt"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/opencontext/chatbuf/internal/clocktest"
 )
 
-// fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
+// newFakeClock is a manual clock at a fixed start.
+func newFakeClock() *clocktest.Clock {
+	return clocktest.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
 }
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func newTestMemory(t *testing.T, cfg Config) (*Memory, *fakeClock) {
+func newTestMemory(t *testing.T, cfg Config) (*Memory, *clocktest.Clock) {
 	t.Helper()
 	clk := newFakeClock()
 	cfg.Now = clk.Now

@@ -5,41 +5,25 @@ import (
 	"errors"
 	"math"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/opencontext/chatbuf/internal/clocktest"
 )
 
 // newCache builds an empty cache for one subtest; cfg carries the subtest's
 // fake clock. Implementations that share a backend must keep subtests apart.
 type newCache func(t *testing.T, cfg Config) (Cache, error)
 
-// fakeClock moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// newFakeClock is a manual clock at a fixed start.
+func newFakeClock() *clocktest.Clock {
+	return clocktest.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
 }
 
 // build makes a cache with a fake clock, failing the test on error.
-func build(t *testing.T, nc newCache, cfg Config) (Cache, *fakeClock) {
+func build(t *testing.T, nc newCache, cfg Config) (Cache, *clocktest.Clock) {
 	t.Helper()
 	clk := newFakeClock()
 	cfg.Now = clk.Now
