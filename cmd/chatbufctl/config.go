@@ -24,20 +24,7 @@ import (
 // variables, with the same defaults, so that it reaches the same Redis and
 // NATS the same way.
 type config struct {
-	RedisHost           string          `env:"REDIS_HOST" envDefault:"localhost"`
-	RedisPort           int             `env:"REDIS_PORT" envDefault:"6379"`
-	RedisAddrs          string          `env:"REDIS_ADDRS"`
-	RedisUsername       string          `env:"REDIS_USERNAME"`
-	RedisPassword       string          `env:"REDIS_PASSWORD"`
-	RedisDB             int             `env:"REDIS_DB" envDefault:"0"`
-	RedisKeyPrefix      string          `env:"REDIS_KEY_PREFIX" envDefault:"opencontext:"`
-	RedisSocketTimeout  shared.Duration `env:"REDIS_SOCKET_TIMEOUT" envDefault:"5s"`
-	RedisConnectTimeout shared.Duration `env:"REDIS_CONNECT_TIMEOUT" envDefault:"5s"`
-	RedisTLS            bool            `env:"REDIS_TLS" envDefault:"false"`
-	RedisTLSCAFile      string          `env:"REDIS_TLS_CA_FILE"`
-	RedisTLSCertFile    string          `env:"REDIS_TLS_CERT_FILE"`
-	RedisTLSKeyFile     string          `env:"REDIS_TLS_KEY_FILE"`
-	RedisTLSServerName  string          `env:"REDIS_TLS_SERVER_NAME"`
+	shared.RedisVars // REDIS_HOST ... REDIS_TLS_SERVER_NAME: where Redis is
 
 	natsconn.Vars           // NATS_URL, NATS credentials and TLS files
 	NATSEmbeddedAddr string `env:"NATS_EMBEDDED_ADDR" envDefault:"127.0.0.1:4222"`
@@ -64,17 +51,7 @@ func (c config) streams() stream.Config { return stream.Config{Prefix: c.Subject
 func (c config) maxAge() time.Duration { return c.FlushMaxAge.D() }
 
 func (c config) redis() (redis.UniversalClient, error) {
-	var addrs []string
-	for a := range strings.SplitSeq(c.RedisAddrs, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, a)
-		}
-	}
-	return shared.Redis{Host: c.RedisHost, Port: c.RedisPort, Addrs: addrs, Username: c.RedisUsername,
-		Password: c.RedisPassword, DB: c.RedisDB, MaxConnections: 4,
-		SocketTimeout: c.RedisSocketTimeout.D(), ConnectTimeout: c.RedisConnectTimeout.D(), RetryOnTimeout: true,
-		TLS: c.RedisTLS, TLSCAFile: c.RedisTLSCAFile, TLSCertFile: c.RedisTLSCertFile, TLSKeyFile: c.RedisTLSKeyFile,
-		TLSServerName: c.RedisTLSServerName}.Client()
+	return c.Redis(4, true).Client()
 }
 
 // nats connects to NATS_URL (to NATS_EMBEDDED_ADDR when the worker runs an

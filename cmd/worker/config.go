@@ -20,26 +20,13 @@ import (
 // config is the worker's environment. Names from the original system are
 // kept; every variable is in the README's configuration table.
 type config struct {
-	RedisHost           string   `env:"REDIS_HOST" envDefault:"localhost"`
-	RedisPort           int      `env:"REDIS_PORT" envDefault:"6379"`
-	RedisAddrs          string   `env:"REDIS_ADDRS"`
-	RedisUsername       string   `env:"REDIS_USERNAME"`
-	RedisPassword       string   `env:"REDIS_PASSWORD"`
-	RedisDB             int      `env:"REDIS_DB" envDefault:"0"`
-	RedisKeyPrefix      string   `env:"REDIS_KEY_PREFIX" envDefault:"opencontext:"`
+	shared.RedisVars             // REDIS_HOST ... REDIS_TLS_SERVER_NAME: where Redis is
 	RedisMaxConnections int      `env:"REDIS_MAX_CONNECTIONS" envDefault:"10"`
-	RedisSocketTimeout  duration `env:"REDIS_SOCKET_TIMEOUT" envDefault:"5s"`
-	RedisConnectTimeout duration `env:"REDIS_CONNECT_TIMEOUT" envDefault:"5s"`
 	RedisRetryOnTimeout bool     `env:"REDIS_RETRY_ON_TIMEOUT" envDefault:"true"`
 	RedisEnabled        bool     `env:"REDIS_ENABLED" envDefault:"true"`
 	RedisFallback       bool     `env:"REDIS_FALLBACK" envDefault:"true"`
 	RedisWaitReplicas   int      `env:"REDIS_WAIT_REPLICAS" envDefault:"0"`
 	RedisWaitTimeout    duration `env:"REDIS_WAIT_TIMEOUT" envDefault:"1s"`
-	RedisTLS            bool     `env:"REDIS_TLS" envDefault:"false"`
-	RedisTLSCAFile      string   `env:"REDIS_TLS_CA_FILE"`
-	RedisTLSCertFile    string   `env:"REDIS_TLS_CERT_FILE"`
-	RedisTLSKeyFile     string   `env:"REDIS_TLS_KEY_FILE"`
-	RedisTLSServerName  string   `env:"REDIS_TLS_SERVER_NAME"`
 
 	natsconn.Vars           // NATS_URL, NATS credentials and TLS files
 	NATSEmbeddedAddr string `env:"NATS_EMBEDDED_ADDR" envDefault:"127.0.0.1:4222"`
@@ -317,15 +304,4 @@ func checkHostPort(addr string) error {
 		return fmt.Errorf("%q: port must be 1-65535", addr)
 	}
 	return nil
-}
-
-// redisAddrs is REDIS_ADDRS as a list; empty when unset.
-func (c config) redisAddrs() []string {
-	var out []string
-	for addr := range strings.SplitSeq(c.RedisAddrs, ",") {
-		if addr = strings.TrimSpace(addr); addr != "" {
-			out = append(out, addr)
-		}
-	}
-	return out
 }

@@ -82,7 +82,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		// Addresses only: never the password.
 		attrs := []any{"tls", cfg.RedisTLS, "acl_user", cfg.RedisUsername, "password", cfg.RedisPassword != "",
 			"key_prefix", cfg.RedisKeyPrefix, "fallback", cfg.RedisFallback}
-		if addrs := cfg.redisAddrs(); len(addrs) > 0 {
+		if addrs := cfg.Addrs(); len(addrs) > 0 {
 			log.Info("redis: using", append([]any{"mode", "cluster", "addrs", addrs}, attrs...)...)
 		} else {
 			log.Info("redis: using", append([]any{"mode", "single", "addr", redisAddr(cfg), "db", cfg.RedisDB}, attrs...)...)

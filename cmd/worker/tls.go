@@ -8,11 +8,7 @@ import (
 
 // redisConn is the Redis client settings of the configuration.
 func (c config) redisConn() shared.Redis {
-	return shared.Redis{Host: c.RedisHost, Port: c.RedisPort, Addrs: c.redisAddrs(), Username: c.RedisUsername,
-		Password: c.RedisPassword, DB: c.RedisDB, MaxConnections: c.RedisMaxConnections,
-		SocketTimeout: c.RedisSocketTimeout.D(), ConnectTimeout: c.RedisConnectTimeout.D(), RetryOnTimeout: c.RedisRetryOnTimeout,
-		TLS: c.RedisTLS, TLSCAFile: c.RedisTLSCAFile, TLSCertFile: c.RedisTLSCertFile, TLSKeyFile: c.RedisTLSKeyFile,
-		TLSServerName: c.RedisTLSServerName}
+	return c.Redis(c.RedisMaxConnections, c.RedisRetryOnTimeout)
 }
 
 // redisTLS is the Redis client's TLS configuration; nil without REDIS_TLS.

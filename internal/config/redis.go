@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -87,4 +88,45 @@ func (c Redis) Client() (redis.UniversalClient, error) {
 		MaxRetries:   retries,
 		TLSConfig:    tlsCfg,
 	}), nil
+}
+
+// RedisVars are the REDIS_* variables that say how to reach Redis, with
+// the worker's defaults: embedded in the configuration of every command
+// that talks to the workers' Redis, so that each reads them alike.
+type RedisVars struct {
+	RedisHost           string   `env:"REDIS_HOST" envDefault:"localhost"`
+	RedisPort           int      `env:"REDIS_PORT" envDefault:"6379"`
+	RedisAddrs          string   `env:"REDIS_ADDRS"`
+	RedisUsername       string   `env:"REDIS_USERNAME"`
+	RedisPassword       string   `env:"REDIS_PASSWORD"`
+	RedisDB             int      `env:"REDIS_DB" envDefault:"0"`
+	RedisKeyPrefix      string   `env:"REDIS_KEY_PREFIX" envDefault:"opencontext:"`
+	RedisSocketTimeout  Duration `env:"REDIS_SOCKET_TIMEOUT" envDefault:"5s"`
+	RedisConnectTimeout Duration `env:"REDIS_CONNECT_TIMEOUT" envDefault:"5s"`
+	RedisTLS            bool     `env:"REDIS_TLS" envDefault:"false"`
+	RedisTLSCAFile      string   `env:"REDIS_TLS_CA_FILE"`
+	RedisTLSCertFile    string   `env:"REDIS_TLS_CERT_FILE"`
+	RedisTLSKeyFile     string   `env:"REDIS_TLS_KEY_FILE"`
+	RedisTLSServerName  string   `env:"REDIS_TLS_SERVER_NAME"`
+}
+
+// Addrs is REDIS_ADDRS as a list; empty when unset.
+func (v RedisVars) Addrs() []string {
+	var addrs []string
+	for a := range strings.SplitSeq(v.RedisAddrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
+// Redis is the client settings v gives, with a pool of maxConns
+// connections.
+func (v RedisVars) Redis(maxConns int, retryOnTimeout bool) Redis {
+	return Redis{Host: v.RedisHost, Port: v.RedisPort, Addrs: v.Addrs(), Username: v.RedisUsername,
+		Password: v.RedisPassword, DB: v.RedisDB, MaxConnections: maxConns,
+		SocketTimeout: v.RedisSocketTimeout.D(), ConnectTimeout: v.RedisConnectTimeout.D(), RetryOnTimeout: retryOnTimeout,
+		TLS: v.RedisTLS, TLSCAFile: v.RedisTLSCAFile, TLSCertFile: v.RedisTLSCertFile, TLSKeyFile: v.RedisTLSKeyFile,
+		TLSServerName: v.RedisTLSServerName}
 }
