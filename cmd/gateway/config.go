@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"reflect"
-	"strconv"
 	"strings"
 
 	"github.com/caarlos0/env/v11"
@@ -75,30 +73,10 @@ func loadConfig(environ map[string]string) (config, error) {
 	return cfg, errors.Join(cfg.validate(environ), tracing.Check(environ))
 }
 
+// explain names the variables in the env package's errors, with their
+// values (secrets hidden).
 func explain(err error, environ map[string]string) error {
-	var agg env.AggregateError
-	if !errors.As(err, &agg) {
-		return err
-	}
-	var out []error
-	for _, e := range agg.Errors {
-		var pe env.ParseError
-		if errors.As(e, &pe) {
-			name := pe.Name
-			if f, ok := reflect.TypeFor[config]().FieldByName(pe.Name); ok {
-				name = f.Tag.Get("env")
-			}
-			why := pe.Err.Error()
-			var ne *strconv.NumError
-			if errors.As(pe.Err, &ne) {
-				why = map[bool]string{true: "not a boolean (want true or false)", false: "not an integer"}[ne.Func == "ParseBool"]
-			}
-			out = append(out, fmt.Errorf("%s: %s", shown(name, environ), why))
-			continue
-		}
-		out = append(out, e)
-	}
-	return errors.Join(out...)
+	return shared.Explain[config](err, func(name string) string { return shown(name, environ) })
 }
 
 // secretVars hold keys, passwords and tokens: errors and logs never show

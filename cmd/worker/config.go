@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -86,44 +85,10 @@ func loadConfig(environ map[string]string) (config, error) {
 	return cfg, errors.Join(cfg.validate(environ), tracing.Check(environ))
 }
 
-// explain rewrites the env package's errors, which name struct fields, to
-// name the variables and their values.
+// explain names the variables in the env package's errors, with their
+// values (secrets hidden).
 func explain(err error, environ map[string]string) error {
-	var agg env.AggregateError
-	if !errors.As(err, &agg) {
-		return err
-	}
-	var out []error
-	for _, e := range agg.Errors {
-		var pe env.ParseError
-		if errors.As(e, &pe) {
-			name := envName(pe.Name)
-			out = append(out, fmt.Errorf("%s: %v", shown(name, environ), plainParseError(pe.Err)))
-			continue
-		}
-		out = append(out, e)
-	}
-	return errors.Join(out...)
-}
-
-func plainParseError(err error) string {
-	var ne *strconv.NumError
-	if errors.As(err, &ne) {
-		switch ne.Func {
-		case "ParseBool":
-			return "not a boolean (want true or false)"
-		default:
-			return "not an integer"
-		}
-	}
-	return err.Error()
-}
-
-func envName(field string) string {
-	if f, ok := reflect.TypeFor[config]().FieldByName(field); ok {
-		return f.Tag.Get("env")
-	}
-	return field
+	return shared.Explain[config](err, func(name string) string { return shown(name, environ) })
 }
 
 // secretVars hold passwords and tokens: errors and logs never show their
