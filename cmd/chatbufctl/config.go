@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"reflect"
-	"strconv"
 	"strings"
 	"time"
 
@@ -77,34 +75,13 @@ func (c config) nats(stderr io.Writer) (*nats.Conn, error) {
 
 var errUsage = errors.New("usage")
 
-// explain rewrites the env package's errors, which name struct fields, to
-// name the variables and their values (secrets hidden).
+// explain names the variables in the env package's errors, with their
+// values (secrets hidden).
 func explain(err error, environ map[string]string) error {
-	var agg env.AggregateError
-	if !errors.As(err, &agg) {
-		return err
-	}
-	var out []error
-	for _, e := range agg.Errors {
-		var pe env.ParseError
-		if !errors.As(e, &pe) {
-			out = append(out, e)
-			continue
-		}
-		name := pe.Name
-		if f, ok := reflect.TypeFor[config]().FieldByName(pe.Name); ok {
-			name = f.Tag.Get("env")
-		}
-		value := fmt.Sprintf("%q", environ[name])
+	return shared.Explain[config](err, func(name string) string {
 		if strings.Contains(name, "PASSWORD") || strings.Contains(name, "TOKEN") {
-			value = "(hidden)"
+			return name + "=(hidden)"
 		}
-		why := pe.Err.Error()
-		var ne *strconv.NumError
-		if errors.As(pe.Err, &ne) {
-			why = "not a number or boolean"
-		}
-		out = append(out, fmt.Errorf("%s=%s: %s", name, value, why))
-	}
-	return errors.Join(out...)
+		return fmt.Sprintf("%s=%q", name, environ[name])
+	})
 }
