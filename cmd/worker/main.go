@@ -170,6 +170,10 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	// unacked until their batch is published, so they all stay in CHAT_IN:
 	// there, one process's sorted buffer keeps the order.
 	pending := stream.NewPending(js, streamCfg)
+	if v := nc.ConnectedServerVersion(); stream.HidesMessages(v) {
+		log.Warn("nats: this server's file store can hide a waiting message from next_by_subj; order is kept by the consumer's ack floor instead, at a cost in throughput and latency (README, Limits)",
+			"server_version", v)
+	}
 	side := func(name string, store buffer.Store, locker locking.Locker) fallback.Side {
 		fc := flushCfg
 		if name == "redis" {
