@@ -212,11 +212,18 @@ func (m *metrics) flushHooks() flush.Hooks {
 			m.dead.WithLabelValues(string(stream.ReasonBatchRejected)).Add(float64(n))
 		},
 		Error: func(stage string, _ error) {
-			if stage == "publish" || stage == "reject" {
-				m.errors.WithLabelValues("nats").Inc()
-			} else {
-				m.errors.WithLabelValues("redis").Inc()
-			}
+			m.errors.WithLabelValues(errorComponent(stage)).Inc()
 		},
 	}
+}
+
+// errorComponent is the server a flusher's error at stage came from: the
+// publish, the dead letter and the lookup of what is still in CHAT_IN talk
+// to NATS; claims, commits, locks and recording a refusal to Redis.
+func errorComponent(stage string) string {
+	switch stage {
+	case "publish", "reject", "pending":
+		return "nats"
+	}
+	return "redis"
 }
