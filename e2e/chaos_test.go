@@ -175,11 +175,22 @@ func TestRedisRestart(t *testing.T) {
 // the workers reconnect by themselves. Every message the producer got a
 // PubAck for must be in exactly one batch. The outage (2s) is short enough
 // for the producer's PubAck timeout (10s) and retries to ride it out, so
-// every requested message must also be accepted.
+// every requested message must also be accepted, each conversation's in
+// order. It runs on Debian's nats-server (2.9) and on one of go.mod's
+// version built by TestMain.
 func TestNATSRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		nats func(testing.TB) *natstest.Server
+	}{{"nats-binary", natstest.Binary}, {"nats-current-binary", currentBinary}} {
+		t.Run(tc.name, func(t *testing.T) { natsRestart(t, tc.nats) })
+	}
+}
+
+func natsRestart(t *testing.T, server func(testing.TB) *natstest.Server) {
 	msgs, rate := pick(6000, 30000), pick(600, 1000) // ~10s; ~30s
 	restarts := pick(1, 3)
-	s := newSystem(t, natstest.Binary, "LOG_LEVEL=info")
+	s := newSystem(t, server, "LOG_LEVEL=info")
 	ws := []*workerProc{s.startWorker(), s.startWorker()}
 	ctx, cancel := context.WithTimeout(context.Background(), pick(4*time.Minute, 15*time.Minute))
 	defer cancel()
@@ -244,6 +255,9 @@ func TestNATSRestart(t *testing.T) {
 		}
 		if wrong > 0 {
 			t.Errorf("%d of %d messages are not in exactly one batch", wrong, msgs)
+		}
+		if r.OutOfOrder != 0 || r.UnorderedInBatch != 0 {
+			t.Errorf("order: %d out of order across batches, %d within; problems: %v", r.OutOfOrder, r.UnorderedInBatch, r.Problems)
 		}
 		s.explain(t, r)
 		t.Logf("verify counted %d message(s) lost and unexpected; by marker %d of %d messages are in exactly one batch: "+

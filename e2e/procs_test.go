@@ -20,8 +20,10 @@ import (
 	"github.com/opencontext/chatbuf/verify"
 )
 
-// bin holds the binaries built once by TestMain.
-var bin struct{ worker, producer, gateway string }
+// bin holds the binaries built once by TestMain: chatbuf's, and the
+// nats-server of go.mod's version (the one embedded elsewhere), for faults
+// that need a server process of the current release.
+var bin struct{ worker, producer, gateway, natsServer string }
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "chatbuf-e2e-")
@@ -30,7 +32,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bin.worker, bin.producer, bin.gateway = filepath.Join(dir, "worker"), filepath.Join(dir, "producer"), filepath.Join(dir, "gateway")
-	for out, pkg := range map[string]string{bin.worker: "../cmd/worker", bin.producer: "../cmd/producer", bin.gateway: "../cmd/gateway"} {
+	bin.natsServer = filepath.Join(dir, "nats-server")
+	for out, pkg := range map[string]string{bin.worker: "../cmd/worker", bin.producer: "../cmd/producer", bin.gateway: "../cmd/gateway",
+		bin.natsServer: "github.com/nats-io/nats-server/v2"} {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Stderr = os.Stderr
 		if err := cmd.Run(); err != nil {
@@ -42,6 +46,12 @@ func TestMain(m *testing.M) {
 	printSummary(os.Stdout)
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// currentBinary starts the nats-server of go.mod's version as its own
+// process, which a test can kill -9 and start again.
+func currentBinary(tb testing.TB) *natstest.Server {
+	return natstest.BinaryWith(tb, natstest.Options{Path: bin.natsServer})
 }
 
 // system is one Redis and one NATS with worker processes around them.

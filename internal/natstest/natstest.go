@@ -40,6 +40,8 @@ type Server struct {
 
 // Options configure a nats-server binary started with BinaryWith.
 type Options struct {
+	// Path is the nats-server binary; empty: the one on the PATH.
+	Path string
 	// Config is the text of a configuration file, passed with -c. The
 	// command line's listen address (127.0.0.1 and a free port) overrides
 	// the file's. JetStream is on, stored in Dir, unless the file sets a
@@ -98,9 +100,12 @@ func Binary(tb testing.TB) *Server {
 // options.
 func BinaryWith(tb testing.TB, o Options) *Server {
 	tb.Helper()
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		tb.Fatalf("natstest: nats-server not found in PATH (install it: apt-get install -y nats-server): %v", err)
+	bin := o.Path
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("nats-server"); err != nil {
+			tb.Fatalf("natstest: nats-server not found in PATH (install it: apt-get install -y nats-server): %v", err)
+		}
 	}
 	out, err := exec.Command(bin, "--version").Output()
 	if err != nil {
