@@ -128,7 +128,7 @@ func TestRedisRestart(t *testing.T) {
 			msgs, rate := pick(6000, 30000), pick(600, 1000) // ~10s; ~30s
 			restarts := pick(1, 3)
 			s := newSystemRedisArgs(t, tc.nats, tc.args, append([]string{"LOG_LEVEL=info"}, tc.env...)...)
-			ws := []*workerProc{s.startWorker(), s.startWorker()}
+			ws := []*workerProc{s.startWorker(), s.startWorker(), s.startWorker()}
 			var unordered []string
 			if !slices.Contains(tc.env, "REDIS_FALLBACK=false") {
 				unordered = []string{"--allow-unordered"} // the in-memory fallback keeps no order
@@ -191,7 +191,7 @@ func natsRestart(t *testing.T, server func(testing.TB) *natstest.Server) {
 	msgs, rate := pick(6000, 30000), pick(600, 1000) // ~10s; ~30s
 	restarts := pick(1, 3)
 	s := newSystem(t, server, "LOG_LEVEL=info")
-	ws := []*workerProc{s.startWorker(), s.startWorker()}
+	ws := []*workerProc{s.startWorker(), s.startWorker(), s.startWorker()}
 	ctx, cancel := context.WithTimeout(context.Background(), pick(4*time.Minute, 15*time.Minute))
 	defer cancel()
 
