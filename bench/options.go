@@ -34,6 +34,7 @@ type options struct {
 	baseConvs     int
 	only          map[string]bool
 	steady        time.Duration
+	steadyRate    float64
 	benchN        int
 	ageMax        string
 	out           string
@@ -77,6 +78,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.baseConvs, "baseline-conversations", 0, "conversations of the baseline (0: --conversations)")
 	fs.StringVar(&only, "only", only, "comma-separated phases to run: "+strings.Join(phases, ", "))
 	fs.DurationVar(&o.steady, "steady", o.steady, "duration of the steady-state load")
+	fs.Float64Var(&o.steadyRate, "steady-rate", 0, "messages/s of the steady-state load (0: half the drain rate); a fixed rate compares builds or sittings whose drains differ")
 	fs.IntVar(&o.benchN, "redis-benchmark-n", o.benchN, "requests per redis-benchmark round")
 	fs.StringVar(&o.ageMax, "age", "1s", "CHAT_FLUSH_MAX_AGE for rows whose buffers do not all fill")
 	fs.StringVar(&o.out, "out", filepath.Join("bench", "results"), "directory of the results")

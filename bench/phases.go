@@ -320,17 +320,21 @@ func (h *harness) measureRefOnly(ctx context.Context, bin *natsBinary) {
 	ref.finish()
 }
 
-// measureSteady publishes at half the drain rate.
+// measureSteady publishes at half the drain rate, or at --steady-rate.
 func (h *harness) measureSteady(ctx context.Context) {
 	o := h.opts
-	main := h.mainDrain()
-	if main == nil {
-		h.res.Steady = &Row[steadyResult]{Name: "steady state", Error: h.failed("steady state", errors.New("no drain rate to halve"))}
-		return
+	rate, note := o.steadyRate, fmt.Sprintf("rate = %s msgs/s, set by --steady-rate", num(o.steadyRate, 0))
+	if rate <= 0 {
+		main := h.mainDrain()
+		if main == nil {
+			h.res.Steady = &Row[steadyResult]{Name: "steady state", Error: h.failed("steady state", errors.New("no drain rate to halve (run the drain phase or set --steady-rate)"))}
+			return
+		}
+		rate = main.Median.Rate / 2
+		note = fmt.Sprintf("rate = half the drain's %s msgs/s on %s", num(main.Median.Rate, 0), main.NATS.Version)
 	}
-	rate := main.Median.Rate / 2
 	row := &Row[steadyResult]{Name: "steady state", NATS: h.current, Redis: h.redis.cfg.Label(), Conversations: steadyConvs,
-		Notes: []string{fmt.Sprintf("rate = half the drain's %s msgs/s on %s", num(main.Median.Rate, 0), main.NATS.Version)}}
+		Notes: []string{note}}
 	h.res.Steady = row
 	for i := range o.rounds {
 		h.logf("round %d/%d: steady state, %s msgs/s for %v", i+1, o.rounds, num(rate, 0), o.steady)
