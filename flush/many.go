@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -92,14 +91,7 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			f.hookError("claim", err)
 			return res, busy, errors.Join(append(errs, err)...)
 		}
-		// A claim blocked at a record in the buffer commonly waits for its
-		// own ack to be processed. In the first round such conversations
-		// wait for the next, while the others' batches are published and
-		// committed; later rounds look further at once.
-		var later []int
-		if round == 0 {
-			later = blockedInBuffer(batches, cerrs)
-		} else if err := f.claimFurther(ctx, ms, reqs, batches, cerrs); err != nil {
+		if err := f.claimFurther(ctx, ms, reqs, batches, cerrs); err != nil {
 			f.hookError("claim", err)
 			return res, busy, errors.Join(append(errs, err)...)
 		}
@@ -109,9 +101,6 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			if cerrs[i] != nil {
 				f.hookError("claim", cerrs[i])
 				errs = append(errs, cerrs[i])
-				continue
-			}
-			if slices.Contains(later, i) {
 				continue
 			}
 			if b.Blocked {
@@ -131,11 +120,8 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			idx = append(idx, i)
 		}
 		if len(outs) == 0 {
-			held, fences = pick(held, later), pick(fences, later)
-			if len(held) > 0 {
-				sleep(ctx, ackSettle)
-			}
-			continue
+			held = nil
+			break
 		}
 		spans := make([]trace.Span, len(outs))
 		for j := range outs {
@@ -182,8 +168,8 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 		}
 		if len(commits) == 0 {
 			endSpans()
-			held, fences = pick(held, later), pick(fences, later)
-			continue
+			held = nil
+			break
 		}
 		left, merrs, err := ms.CommitMany(ctx, commits)
 		if err != nil {
@@ -228,7 +214,7 @@ func (f *Flusher) FlushMany(ctx context.Context, convs []chat.Conversation, reas
 			}
 		}
 		endSpans()
-		held, fences = append(nextHeld, pick(held, later)...), append(nextFences, pick(fences, later)...)
+		held, fences = nextHeld, nextFences
 	}
 	if len(held) > 0 && ctx.Err() == nil {
 		// Still full after maxRounds: let the caller queue them again.
@@ -269,50 +255,26 @@ func (f *Flusher) notWaiting(convs []chat.Conversation) []chat.Conversation {
 // before it looks again: about the time an ack takes to be processed.
 const ackSettle = 3 * time.Millisecond
 
-// blockedInBuffer returns the indexes of the claims blocked at a record in
-// the buffer (see claimFurther).
-func blockedInBuffer(batches []buffer.Batch, cerrs []error) []int {
+// claimFurther claims again, with a limit further on (see further), the
+// requests whose claim was blocked at a record in the buffer; the lookups
+// of all of them go out at once.
+func (f *Flusher) claimFurther(ctx context.Context, ms buffer.ManyStore, reqs []buffer.ClaimReq, batches []buffer.Batch, cerrs []error) error {
 	var idx []int
 	for i, b := range batches {
 		if cerrs[i] == nil && b.Blocked && len(b.Beyond) > 0 {
 			idx = append(idx, i)
 		}
 	}
-	return idx
-}
-
-// pick returns the elements of s at idx.
-func pick[T any](s []T, idx []int) []T {
-	out := make([]T, len(idx))
-	for j, i := range idx {
-		out[j] = s[i]
-	}
-	return out
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
-
-// claimFurther claims again, with a limit further on (see further), the
-// requests whose claim was blocked at a record in the buffer; the lookups
-// of all of them go out at once.
-func (f *Flusher) claimFurther(ctx context.Context, ms buffer.ManyStore, reqs []buffer.ClaimReq, batches []buffer.Batch, cerrs []error) error {
-	idx := blockedInBuffer(batches, cerrs)
 	if len(idx) == 0 {
 		return nil
 	}
 	// Commonly the record at the limit was just appended and its ack is on
 	// its way: after a moment one lookup each tells more than a lookup per
 	// record would.
-	if sleep(ctx, ackSettle); ctx.Err() != nil {
+	select {
+	case <-ctx.Done():
 		return nil
+	case <-time.After(ackSettle):
 	}
 	sub := make([]buffer.ClaimReq, len(idx))
 	for j, i := range idx {

@@ -24,13 +24,10 @@ const pendingRefresh = 5 * time.Second
 //
 // On nats-server before 2.10.25 the file store's per-subject index can
 // hide a stored message from that lookup (after a subject's last message
-// is removed while two or more remain). There Pending answers from
-// CHAT_IN's first stored sequence instead: CHAT_IN is a work queue, so a
-// message leaves it when acked, and the first one stored is the first
-// that may be pending, whatever its subject. Coarser, never wrong. It is
-// read from the stream's info, which those servers answer from counters
-// they keep; the consumer's info, whose ack floor says the same, counts
-// the consumer's pending messages subject by subject on each request.
+// is removed while two or more remain). There Pending answers from the
+// worker consumer's ack floor instead: every message at or below it is
+// acked, so the first message above it is the first that may be pending,
+// whatever its subject. Coarser, never wrong.
 type Pending struct {
 	js  jetstream.JetStream
 	cfg Config
@@ -44,10 +41,10 @@ type Pending struct {
 	seenEpoch int64
 	seen      uint64
 
-	firstMu    sync.Mutex
-	first      uint64
-	firstEpoch int64
-	firstAt    time.Time
+	floorMu    sync.Mutex
+	floorEpoch int64
+	floor      uint64
+	floorAt    time.Time
 }
 
 // NewPending returns a Pending on CHAT_IN.
@@ -122,11 +119,11 @@ func (p *Pending) FirstPending(ctx context.Context, c chat.Conversation, from ui
 	careful := p.careful
 	p.mu.Unlock()
 	if careful {
-		first, firstEpoch, err := p.firstStored(ctx, s)
+		floor, err := p.ackFloor(ctx, s, epoch)
 		if err != nil {
 			return 0, 0, fmt.Errorf("stream: first pending message of %s: %w", c, err)
 		}
-		return max(from, first), firstEpoch, nil
+		return max(from, floor+1), epoch, nil
 	}
 	msg, err := s.GetMsg(ctx, max(from, 1), jetstream.WithGetMsgSubject(p.cfg.In(c)))
 	switch {
@@ -141,32 +138,29 @@ func (p *Pending) FirstPending(ctx context.Context, c chat.Conversation, from ui
 	return msg.Sequence, epoch, nil
 }
 
-// firstStored returns CHAT_IN's first stored sequence (its last plus one
-// when empty) and its epoch, as of the call: read by this call, or by a
-// read that began after it (concurrent callers share one read).
-func (p *Pending) firstStored(ctx context.Context, s jetstream.Stream) (uint64, int64, error) {
+// ackFloor returns the worker consumer's ack floor (a stream sequence) as
+// of the call: read by this call, or by a read that began after it
+// (concurrent callers share one read).
+func (p *Pending) ackFloor(ctx context.Context, s jetstream.Stream, epoch int64) (uint64, error) {
 	called := time.Now()
-	p.firstMu.Lock()
-	defer p.firstMu.Unlock()
-	if !p.firstAt.Before(called) {
-		return p.first, p.firstEpoch, nil
+	p.floorMu.Lock()
+	defer p.floorMu.Unlock()
+	if p.floorEpoch == epoch && !p.floorAt.Before(called) {
+		return p.floor, nil
 	}
 	began := time.Now()
-	info, err := s.Info(ctx)
+	cons, err := s.Consumer(ctx, p.cfg.Consumer)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			p.Refresh()
-		}
-		return 0, 0, fmt.Errorf("first stored message of %s: %w", p.cfg.InStream, err)
+		return 0, fmt.Errorf("ack floor of %s: %w", p.cfg.Consumer, err)
 	}
-	epoch := info.Created.UnixMilli()
-	p.mu.Lock()
-	if epoch != p.epoch {
-		p.at = time.Time{} // created again: read it afresh next time
+	floor := cons.CachedInfo().AckFloor.Stream
+	if p.floorEpoch == epoch {
+		// A consumer created again starts from 0, but what the old one
+		// acked is gone from the work queue.
+		floor = max(floor, p.floor)
 	}
-	p.mu.Unlock()
-	p.firstEpoch, p.first, p.firstAt = epoch, info.State.FirstSeq, began
-	return p.first, epoch, nil
+	p.floorEpoch, p.floor, p.floorAt = epoch, floor, began
+	return floor, nil
 }
 
 // HidesMessages reports whether a nats-server of this version can hide a
