@@ -112,8 +112,8 @@ func (h *harness) targets() {
 	st := Target{Goal: "size-batch latency p99 ≤ 50 ms at half load", Limit: 50, AtMost: true}
 	if s := r.Steady; s.ok() {
 		st.Value = s.Median.SizeLatency.P99MS
-		st.Measured = fmt.Sprintf("%s at %s msgs/s (p50 %s; PubAck p99 %s)", ms(st.Value), rate(s.Median.PublishedRate),
-			ms(s.Median.SizeLatency.P50MS), ms(s.Median.PubAck.P99MS))
+		st.Measured = fmt.Sprintf("%s at %s msgs/s (p50 %s; PubAck p99 %s; %s)", ms(st.Value), rate(s.Median.PublishedRate),
+			ms(s.Median.SizeLatency.P50MS), ms(s.Median.PubAck.P99MS), strings.Join(s.Notes, "; "))
 		add(st, "")
 	} else {
 		add(st, "not measured")
