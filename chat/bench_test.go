@@ -106,7 +106,7 @@ func TestHotPathAllocations(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { chat.NewRecordFrom(&m, 0, 1017, false, at, o) }); n != 1 {
 		t.Errorf("NewRecordFrom: %v allocations, want 1", n)
 	}
-	if n := testing.AllocsPerRun(100, func() { _, _ = chat.Decode(typicalBody, alice, 0) }); n > 3 {
+	if n := leastAllocs(5, func() { _, _ = chat.Decode(typicalBody, alice, 0) }); n > 3 {
 		t.Errorf("Decode: %v allocations, want at most 3", n)
 	}
 	if n := testing.AllocsPerRun(100, func() {
@@ -117,6 +117,19 @@ func TestHotPathAllocations(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _ = chat.EncodeToken("user-4711") }); n != 0 {
 		t.Errorf("EncodeToken of a plain id: %v allocations, want 0", n)
 	}
+}
+
+// leastAllocs is the least of several testing.AllocsPerRun measurements.
+// Decode validates with json.Valid, whose scanner comes from a sync.Pool,
+// and under the race detector sync.Pool drops a random share of what is put
+// back: one measurement of 100 runs then counts the scanners it had to make
+// again. The least of several is what the code itself allocates.
+func leastAllocs(tries int, f func()) float64 {
+	least := testing.AllocsPerRun(100, f)
+	for range tries - 1 {
+		least = min(least, testing.AllocsPerRun(100, f))
+	}
+	return least
 }
 
 // BenchmarkParseSubject is the per-message subject check of plain ids:
