@@ -60,7 +60,8 @@ func waitOrPublished(l *runningLoad, d time.Duration) bool {
 // Order is asserted on both servers. On Debian's nats-server 2.9.10 the
 // file store can hide a message from the "next message on this subject"
 // lookup (README, Limits), and a message held by a killed worker is exactly
-// such a message: there the workers answer from the consumer's ack floor.
+// such a message: there the workers answer from CHAT_IN's first stored
+// sequence (or the consumer's ack floor when that is higher).
 func TestCrashKill9(t *testing.T) {
 	for _, tc := range []struct {
 		name string

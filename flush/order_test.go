@@ -334,7 +334,7 @@ func TestMessagesPublishedDuringTheLookupKeepTheirOrder(t *testing.T) {
 // is held. On nats-server 2.9.10 the file store's per-subject index now
 // hides message 2 from "next message on this subject" (the lookup from 1
 // finds nothing; a block holding more than one subject is searched through
-// that index): Pending answers from the consumer's ack floor there. On
+// that index): Pending answers from CHAT_IN's first stored sequence there. On
 // both servers the first batch is [1] alone, and 3 follows 2.
 func TestOrderOnAServerWhoseLookupHidesAMessage(t *testing.T) {
 	for name, start := range map[string]func(testing.TB) *natstest.Server{"embedded": natstest.Embedded, "binary": natstest.Binary} {

@@ -24,10 +24,9 @@ const pendingRefresh = 5 * time.Second
 //
 // On nats-server before 2.10.25 the file store's per-subject index can
 // hide a stored message from that lookup (after a subject's last message
-// is removed while two or more remain). There Pending answers from the
-// worker consumer's ack floor instead: every message at or below it is
-// acked, so the first message above it is the first that may be pending,
-// whatever its subject. Coarser, never wrong.
+// is removed while two or more remain). There Pending answers with the
+// first CHAT_IN sequence that may not be acked yet, whatever its subject:
+// coarser, never wrong (see firstUnacked).
 type Pending struct {
 	js  jetstream.JetStream
 	cfg Config
@@ -41,11 +40,24 @@ type Pending struct {
 	seenEpoch int64
 	seen      uint64
 
-	floorMu    sync.Mutex
-	floorEpoch int64
-	floor      uint64
-	floorAt    time.Time
+	unackedMu sync.Mutex
+	unacked   unacked
 }
+
+// unacked is what firstUnacked read last, for one epoch of CHAT_IN.
+type unacked struct {
+	epoch   int64
+	readAt  time.Time // when the last read began
+	first   uint64    // CHAT_IN's first stored sequence
+	movedAt time.Time // when first last moved
+	floor   uint64    // the worker consumer's ack floor
+	floorAt time.Time // when floor was last read
+}
+
+// floorAfter is how long CHAT_IN's first stored sequence may stand still
+// before firstUnacked reads the consumer's ack floor too (at most once per
+// floorAfter while it stands).
+const floorAfter = 250 * time.Millisecond
 
 // NewPending returns a Pending on CHAT_IN.
 func NewPending(js jetstream.JetStream, cfg Config) *Pending {
@@ -119,11 +131,11 @@ func (p *Pending) FirstPending(ctx context.Context, c chat.Conversation, from ui
 	careful := p.careful
 	p.mu.Unlock()
 	if careful {
-		floor, err := p.ackFloor(ctx, s, epoch)
+		first, epoch, err := p.firstUnacked(ctx, s)
 		if err != nil {
 			return 0, 0, fmt.Errorf("stream: first pending message of %s: %w", c, err)
 		}
-		return max(from, floor+1), epoch, nil
+		return max(from, first), epoch, nil
 	}
 	msg, err := s.GetMsg(ctx, max(from, 1), jetstream.WithGetMsgSubject(p.cfg.In(c)))
 	switch {
@@ -138,29 +150,56 @@ func (p *Pending) FirstPending(ctx context.Context, c chat.Conversation, from ui
 	return msg.Sequence, epoch, nil
 }
 
-// ackFloor returns the worker consumer's ack floor (a stream sequence) as
-// of the call: read by this call, or by a read that began after it
-// (concurrent callers share one read).
-func (p *Pending) ackFloor(ctx context.Context, s jetstream.Stream, epoch int64) (uint64, error) {
+// firstUnacked returns the first CHAT_IN sequence that may not be acked
+// yet, and CHAT_IN's epoch, as of the call: read by this call, or by a read
+// that began after it (concurrent callers share one read).
+//
+// CHAT_IN is a work queue: a message leaves it when acked, so its first
+// stored sequence is the answer, read from the stream's info, which these
+// servers keep as counters. But after a kill -9, nats-server 2.9 can keep a
+// message stored that the consumer counts as acked and never delivers
+// again, and the first stored sequence then stands still below messages
+// long acked. So when it has not moved for floorAfter, the consumer's ack
+// floor is read too (every message at or below it is acked) and the higher
+// answer stands. The consumer's info is not read on every call: those
+// servers count its pending messages subject by subject for each request,
+// which cost nats-server more than the rest of a drain. When that read
+// fails, the first stored sequence answers alone: coarser, never wrong.
+func (p *Pending) firstUnacked(ctx context.Context, s jetstream.Stream) (uint64, int64, error) {
 	called := time.Now()
-	p.floorMu.Lock()
-	defer p.floorMu.Unlock()
-	if p.floorEpoch == epoch && !p.floorAt.Before(called) {
-		return p.floor, nil
+	p.unackedMu.Lock()
+	defer p.unackedMu.Unlock()
+	u := &p.unacked
+	if !u.readAt.Before(called) {
+		return max(u.first, u.floor+1), u.epoch, nil
 	}
 	began := time.Now()
-	cons, err := s.Consumer(ctx, p.cfg.Consumer)
+	info, err := s.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("ack floor of %s: %w", p.cfg.Consumer, err)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			p.Refresh()
+		}
+		return 0, 0, fmt.Errorf("first stored message of %s: %w", p.cfg.InStream, err)
 	}
-	floor := cons.CachedInfo().AckFloor.Stream
-	if p.floorEpoch == epoch {
-		// A consumer created again starts from 0, but what the old one
-		// acked is gone from the work queue.
-		floor = max(floor, p.floor)
+	if epoch := info.Created.UnixMilli(); epoch != u.epoch {
+		if u.epoch != 0 {
+			p.Refresh() // created again: the lookups read it afresh
+		}
+		*u = unacked{epoch: epoch, movedAt: began}
 	}
-	p.floorEpoch, p.floor, p.floorAt = epoch, floor, began
-	return floor, nil
+	if first := info.State.FirstSeq; first > u.first {
+		u.first, u.movedAt = first, began
+	}
+	if began.Sub(u.movedAt) >= floorAfter && began.Sub(u.floorAt) >= floorAfter {
+		if cons, err := s.Consumer(ctx, p.cfg.Consumer); err == nil {
+			// A consumer created again starts from 0, but what the old
+			// one acked is gone from the work queue: the floor only rises.
+			u.floor = max(u.floor, cons.CachedInfo().AckFloor.Stream)
+			u.floorAt = began
+		}
+	}
+	u.readAt = began
+	return max(u.first, u.floor+1), u.epoch, nil
 }
 
 // HidesMessages reports whether a nats-server of this version can hide a

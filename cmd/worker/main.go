@@ -171,7 +171,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	// there, one process's sorted buffer keeps the order.
 	pending := stream.NewPending(js, streamCfg)
 	if v := nc.ConnectedServerVersion(); stream.HidesMessages(v) {
-		log.Warn("nats: this server's file store can hide a waiting message from next_by_subj; order is kept by the consumer's ack floor instead, at a cost in throughput and latency (README, Limits)",
+		log.Warn("nats: this server's file store can hide a waiting message from next_by_subj; order is kept by CHAT_IN's first stored sequence instead, at a cost in latency (README, Limits)",
 			"server_version", v)
 	}
 	side := func(name string, store buffer.Store, locker locking.Locker) fallback.Side {
