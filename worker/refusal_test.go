@@ -50,10 +50,13 @@ func (r *refusals) count(kind string) int {
 }
 
 // refusalEnv is a worker whose batches hold up to batchSize messages and
-// never flush by age, against a Redis started with args.
+// never flush by age, against a Redis started with args. Its ack wait is
+// longer than the tests wait for batches: a message pulled when the
+// refusal began must be given back, not left for redelivery.
 func refusalEnv(t *testing.T, batchSize int, o redistest.Options) (*env, *worker.Worker, *refusals) {
 	t.Helper()
-	e := &env{nats: natstest.Embedded(t), redis: redistest.StartWith(t, o), cfg: stream.Config{}.WithDefaults()}
+	cfg := stream.Config{AckWait: 10 * time.Minute}.WithDefaults()
+	e := &env{nats: natstest.Embedded(t), redis: redistest.StartWith(t, o), cfg: cfg}
 	js, err := jetstream.New(e.nats.Conn(t))
 	if err != nil {
 		t.Fatal(err)
@@ -109,10 +112,10 @@ func inStreamHolds(t *testing.T, e *env, n uint64) {
 }
 
 // flushUntil asks for manual flushes of convs until the batches hold n
-// messages.
+// messages, for up to a minute (the ack wait of refusalEnv is longer).
 func flushUntil(t *testing.T, e *env, convs []chat.Conversation, n int) []chat.Batch {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		e.flushAll(t, convs)
 		batches := e.batchesNow(t)
@@ -124,8 +127,9 @@ func flushUntil(t *testing.T, e *env, convs []chat.Conversation, n int) []chat.B
 			return batches
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("batches hold %d of %d messages after 3m", total, n)
+			t.Fatalf("batches hold %d of %d messages after 1m", total, n)
 		}
+		time.Sleep(200 * time.Millisecond) // each look reads CHAT_FLUSHED with a new consumer
 	}
 }
 

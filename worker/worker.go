@@ -363,8 +363,9 @@ func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, in *i
 			it.Stop()
 		case <-refusing:
 			// The store refuses writes: stop pulling. What the client
-			// pulled and did not deliver stays unacked in CHAT_IN.
-			it.Stop()
+			// pulled still comes out of the iterator, to be given back
+			// below (dropped, it would wait CHAT_ACK_WAIT to be redelivered).
+			it.Drain()
 		}
 	}()
 	for {
@@ -379,6 +380,16 @@ func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, in *i
 			w.hookNATSError(err)
 			w.log.Warn("worker: pull failed", "error", err)
 			continue
+		}
+		select {
+		case <-refusing:
+			// Pulled before the store refused writes: given back at once,
+			// for whichever worker pulls once the store takes writes.
+			if err := msg.Nak(); err != nil {
+				w.hookNATSError(err)
+			}
+			continue
+		default:
 		}
 		w.unacked.queue(msg)
 		in.put(w.lane(msg.Subject(), len(in.lanes)), msg, ctx.Done())
