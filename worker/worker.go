@@ -311,13 +311,16 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, in *intak
 		if ctx.Err() != nil {
 			return nil
 		}
-		if refusing, _, ended := w.refusal.state(); refusing {
-			// The store refuses writes: pull nothing until it takes them
-			// again (the lanes keep retrying what they hold).
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-ended:
+		if refusing, _, ended := w.refusal.state(); refusing || errors.Is(err, errStoreRefused) {
+			// The store refuses writes (or did, and this iterator was
+			// stopped for it): pull nothing until it takes them again
+			// (the lanes keep retrying what they hold).
+			if refusing {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-ended:
+				}
 			}
 			continue
 		}
@@ -336,6 +339,10 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, in *intak
 		}
 	}
 }
+
+// errStoreRefused: the message iterator was closed because the store began
+// refusing writes.
+var errStoreRefused = errors.New("worker: the store refuses writes")
 
 // consumeOnce runs one message iterator until it closes.
 func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, in *intake) error {
@@ -372,6 +379,11 @@ func (w *Worker) consumeOnce(ctx context.Context, cons jetstream.Consumer, in *i
 		msg, err := it.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				select {
+				case <-refusing:
+					return errStoreRefused
+				default:
+				}
 				return err
 			}
 			if errors.Is(err, jetstream.ErrNoHeartbeat) && consumerGone(ctx, cons) {
