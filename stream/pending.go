@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +43,8 @@ type Pending struct {
 
 	unackedMu sync.Mutex
 	unacked   unacked
+
+	log *slog.Logger
 }
 
 // unacked is what firstUnacked read last, for one epoch of CHAT_IN.
@@ -52,6 +55,8 @@ type unacked struct {
 	movedAt time.Time // when first last moved
 	floor   uint64    // the worker consumer's ack floor
 	floorAt time.Time // when floor was last read
+	below   uint64    // a first stored sequence found at or below the floor
+	warned  uint64    // the last such sequence logged
 }
 
 // floorAfter is how long CHAT_IN's first stored sequence may stand still
@@ -63,6 +68,10 @@ const floorAfter = 250 * time.Millisecond
 func NewPending(js jetstream.JetStream, cfg Config) *Pending {
 	return &Pending{js: js, cfg: cfg.WithDefaults()}
 }
+
+// SetLogger sets where Pending warns of a message CHAT_IN keeps though its
+// consumer counts it acked (see firstUnacked). Call it before use.
+func (p *Pending) SetLogger(log *slog.Logger) { p.log = log }
 
 // Epoch returns CHAT_IN's creation time in unix ms, reading the stream's
 // info when it is older than a few seconds.
@@ -191,15 +200,32 @@ func (p *Pending) firstUnacked(ctx context.Context, s jetstream.Stream) (uint64,
 		u.first, u.movedAt = first, began
 	}
 	if began.Sub(u.movedAt) >= floorAfter && began.Sub(u.floorAt) >= floorAfter {
+		u.floorAt = began // also after a failed read: at most one a floorAfter
 		if cons, err := s.Consumer(ctx, p.cfg.Consumer); err == nil {
 			// A consumer created again starts from 0, but what the old
 			// one acked is gone from the work queue: the floor only rises.
 			u.floor = max(u.floor, cons.CachedInfo().AckFloor.Stream)
-			u.floorAt = began
+			p.warnBelowFloor(u)
 		}
 	}
 	u.readAt = began
 	return max(u.first, u.floor+1), u.epoch, nil
+}
+
+// warnBelowFloor logs, once per sequence, a first stored message at or
+// below the ack floor at two floor reads in a row (at one, it may have been
+// acked between the stream's read and the consumer's).
+func (p *Pending) warnBelowFloor(u *unacked) {
+	if u.first > u.floor {
+		u.below = 0
+		return
+	}
+	if u.below == u.first && u.warned != u.first && p.log != nil {
+		u.warned = u.first
+		p.log.Warn("stream: CHAT_IN keeps a message its consumer counts as acked; the server will not deliver it again, and batches now wait up to 250 ms for each ack floor read until it is removed (nats stream rmm)",
+			slog.String("stream", p.cfg.InStream), slog.Uint64("seq", u.first), slog.Uint64("ack_floor", u.floor))
+	}
+	u.below = u.first
 }
 
 // HidesMessages reports whether a nats-server of this version can hide a

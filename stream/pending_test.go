@@ -1,7 +1,11 @@
 package stream_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -156,6 +160,8 @@ func TestFirstPendingPassesMessagesItsConsumerAcked(t *testing.T) {
 	}
 
 	p := stream.NewPending(js, cfg)
+	var logged syncBuffer
+	p.SetLogger(slog.New(slog.NewTextHandler(&logged, nil)))
 	seq, _, err := p.FirstPending(ctx, a, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -173,4 +179,34 @@ func TestFirstPendingPassesMessagesItsConsumerAcked(t *testing.T) {
 	if seq != 4 {
 		t.Fatalf("FirstPending = %d after 5 s; want 4 (the ack floor plus one: 1 and 2 will never be delivered)", seq)
 	}
+	// The operator is told which message to remove, once.
+	const warning = "CHAT_IN keeps a message its consumer counts as acked"
+	for !strings.Contains(logged.String(), warning) && time.Now().Before(deadline.Add(5*time.Second)) {
+		time.Sleep(50 * time.Millisecond)
+		if _, _, err := p.FirstPending(ctx, a, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := logged.String()
+	if n := strings.Count(out, warning); n != 1 || !strings.Contains(out, "seq=1 ack_floor=3") {
+		t.Errorf("log has the warning %d times, want once with seq=1 ack_floor=3:\n%s", n, out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

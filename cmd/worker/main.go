@@ -170,6 +170,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	// unacked until their batch is published, so they all stay in CHAT_IN:
 	// there, one process's sorted buffer keeps the order.
 	pending := stream.NewPending(js, streamCfg)
+	pending.SetLogger(log)
 	if v := nc.ConnectedServerVersion(); stream.HidesMessages(v) {
 		log.Warn("nats: this server's file store can hide a waiting message from next_by_subj; order is kept by CHAT_IN's first stored sequence instead, at a cost in latency (README, Limits)",
 			"server_version", v)
